@@ -1,0 +1,1 @@
+"""What the API and the worker share: settings, database, tables, job states, storage."""

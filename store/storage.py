@@ -1,0 +1,181 @@
+"""Object storage behind one small interface: a local directory or any S3-compatible endpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from store.settings import Settings
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+class Storage(Protocol):
+    def put_file(self, key: str, path: Path) -> int: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def download(self, key: str, path: Path) -> None: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def url(self, key: str, expires_s: int = 3600) -> str | None: ...
+    def check(self) -> None: ...
+
+
+def _clean_key(key: str) -> str:
+    key = key.lstrip("/")
+    if not key or ".." in key.split("/"):
+        raise StorageError(f"invalid storage key {key!r}")
+    return key
+
+
+class LocalStorage:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _clean_key(key)
+
+    def put_file(self, key: str, path: Path) -> int:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        shutil.copyfile(path, tmp)
+        tmp.replace(dest)  # readers never see half a checkpoint
+        return dest.stat().st_size
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        path = self._path(key)
+        return path.read_bytes() if path.is_file() else None
+
+    def download(self, key: str, path: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise StorageError(f"no object at {key!r} in {self.root}")
+        shutil.copyfile(src, path)
+
+    def open(self, key: str) -> BinaryIO:
+        src = self._path(key)
+        if not src.is_file():
+            raise StorageError(f"no object at {key!r} in {self.root}")
+        return src.open("rb")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root
+        return sorted(
+            str(p.relative_to(base))
+            for p in base.rglob("*")
+            if p.is_file()
+            and not p.name.endswith(".part")
+            and str(p.relative_to(base)).startswith(prefix)
+        )
+
+    def url(self, key: str, expires_s: int = 3600) -> str | None:
+        return None  # served as a stream by the API
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise StorageError(f"storage directory {self.root} is missing")
+
+
+class S3Storage:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )
+
+    def _key(self, key: str) -> str:
+        return self.prefix + _clean_key(key)
+
+    def put_file(self, key: str, path: Path) -> int:
+        self.client.upload_file(str(path), self.bucket, self._key(key))
+        return Path(path).stat().st_size
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return obj["Body"].read()
+
+    def download(self, key: str, path: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(path))
+        except ClientError as e:
+            raise StorageError(f"cannot download s3://{self.bucket}/{self._key(key)}: {e}") from e
+
+    def open(self, key: str) -> BinaryIO:
+        obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        return obj["Body"]
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError:
+            return False
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            keys += [o["Key"][len(self.prefix) :] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def url(self, key: str, expires_s: int = 3600) -> str | None:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+        )
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as e:  # botocore raises several unrelated types here
+            raise StorageError(f"bucket {self.bucket!r} not reachable: {e}") from e
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        return S3Storage(
+            settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url, settings.s3_region
+        )
+    return LocalStorage(settings.resolved_storage_dir())
