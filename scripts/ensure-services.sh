@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Start whichever of the test services is down: PostgreSQL, Redis, a moto S3 server.
+set -u
+VENV=${VENV:-.venv}
+MOTO_PORT=${SAGAN_TEST_MOTO_PORT:-5055}
+
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! up 5432; then
+  echo "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+if ! up 6379; then
+  echo "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+fi
+if ! up "$MOTO_PORT"; then
+  echo "starting moto S3 server on :$MOTO_PORT"
+  mkdir -p .cache
+  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >.cache/moto.log 2>&1 &
+fi
+for _ in $(seq 1 50); do
+  if up 5432 && up 6379 && up "$MOTO_PORT"; then exit 0; fi
+  sleep 0.2
+done
+up 5432 || echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2
+up 6379 || echo "Redis is not reachable on 127.0.0.1:6379" >&2
+up "$MOTO_PORT" || echo "moto is not reachable on 127.0.0.1:$MOTO_PORT (see .cache/moto.log)" >&2
+exit 1
