@@ -1,0 +1,51 @@
+"""The Celery app as both sides see it: the API sends job ids, the worker registers the tasks."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from store.settings import Settings, get_settings
+
+TRAIN_TASK = "sagan.train"
+EVALUATE_TASK = "sagan.evaluate"
+TASK_FOR_KIND = {"train": TRAIN_TASK, "evaluate": EVALUATE_TASK}
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("sagan", broker=settings.resolved_broker_url())
+    conf: dict = dict(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.train_queue,
+        task_ignore_result=True,  # the database is the source of truth, no result backend
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.is_embedded_broker():
+        folder = settings.broker_dir()
+        (folder / "queue").mkdir(parents=True, exist_ok=True)
+        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    else:
+        # Redelivery of an unacked task waits this long: longer than any checkpoint interval's worth
+        # of training, so a slow job is not handed to a second worker while the first still runs.
+        conf["broker_transport_options"] = {"visibility_timeout": 6 * 3600}
+    app.conf.update(conf)
+    return app
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def enqueue_job(job_id: str, kind: str) -> None:
+    get_celery().send_task(TASK_FOR_KIND[kind], args=[job_id], queue=get_settings().train_queue)
