@@ -23,7 +23,8 @@ def test_migrations_upgrade_and_downgrade_on_empty_sqlite(tmp_path: Path):
     assert _tables(url) == set()
 
 
-def test_migrations_upgrade_and_downgrade_on_empty_postgres(postgres_url: str):
+def test_migrations_upgrade_and_downgrade_on_empty_postgres(empty_postgres_url: str):
+    postgres_url = empty_postgres_url
     assert _tables(postgres_url) == set()
     upgrade(postgres_url)
     assert _tables(postgres_url) == TABLES
