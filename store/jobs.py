@@ -2,6 +2,7 @@
 
 queued -> running -> succeeded | failed | cancelled
 queued -> cancelled
+queued -> failed (fail_unqueued: the broker refused the task, so no worker will ever see it)
 running -> cancelling -> cancelled (or succeeded/failed if the run ends first)
 running | cancelling -> queued (requeue_stale: the worker died; the retry resumes)
 """
@@ -175,6 +176,14 @@ def request_cancel(session: Session, job_id: str) -> str:
         return state
     raise InvalidTransition(
         f"job {job_id} is {state}; only queued or running jobs can be cancelled"
+    )
+
+
+def fail_unqueued(session: Session, job_id: str, error: str) -> bool:
+    """queued -> failed, for a job whose task could not be sent to the broker."""
+    return (
+        _move(session, job_id, (QUEUED,), FAILED, error, error=error, finished_at=utcnow())
+        is not None
     )
 
 

@@ -47,5 +47,10 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def enqueue_job(job_id: str, kind: str) -> None:
-    get_celery().send_task(TASK_FOR_KIND[kind], args=[job_id], queue=get_settings().train_queue)
+def enqueue_job(
+    job_id: str, kind: str, app: Celery | None = None, queue: str | None = None
+) -> None:
+    """Send the job's task (its id only); `app`/`queue` default to the process-wide settings."""
+    (app or get_celery()).send_task(
+        TASK_FOR_KIND[kind], args=[job_id], queue=queue or get_settings().train_queue
+    )
