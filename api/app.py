@@ -1,0 +1,84 @@
+"""The FastAPI application: `create_app()` builds it (uvicorn --factory api.app:create_app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.deps import Services
+from api.routes import health, jobs, models
+from store.jobs import InvalidTransition, JobNotFound
+from store.settings import Settings, get_settings
+
+LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in LOCATIONS:
+        parts = parts[1:]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "request body"
+
+
+def _readable(error: dict[str, Any]) -> str:
+    """One pydantic error as `field: problem (got value)`."""
+    field = _field(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return f"request body: invalid JSON ({reason})" if reason else "request body: invalid JSON"
+    msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "missing":
+        return f"{field}: required"
+    if "input" in error and error["type"] not in ("extra_forbidden",):
+        got = repr(error["input"])
+        msg += f" (got {got[:80] + '...' if len(got) > 80 else got})"
+    if error.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    return f"{field}: {msg}"
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    detail = "; ".join(_readable(e) for e in errors)
+    simple = [
+        {"field": _field(e.get("loc", ())), "message": _readable(e), "type": e.get("type")}
+        for e in errors
+    ]
+    return JSONResponse({"detail": detail, "errors": simple}, status_code=422)
+
+
+async def _job_not_found(request: Request, exc: JobNotFound) -> JSONResponse:
+    return JSONResponse({"detail": f"job {exc.args[0]!r} not found"}, status_code=404)
+
+
+async def _invalid_transition(request: Request, exc: InvalidTransition) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing connects until a request needs it."""
+    app = FastAPI(
+        title="SAGAN training service",
+        summary="Train class-conditional Self-Attention GANs and sample the trained models.",
+        version="0.1.0",
+        docs_url="/docs",
+        openapi_tags=[
+            {"name": "jobs", "description": "training and evaluation jobs"},
+            {"name": "models", "description": "trained generators: samples, checkpoints"},
+            {"name": "health", "description": "liveness and readiness probes"},
+        ],
+    )
+    app.state.services = Services(settings or get_settings())
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(JobNotFound, _job_not_found)
+    app.add_exception_handler(InvalidTransition, _invalid_transition)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(models.router)
+    return app

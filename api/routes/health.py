@@ -1,0 +1,73 @@
+"""Liveness (the process answers) and readiness (database, broker and storage answer)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import Services, ServicesDep
+from api.schemas import Readiness
+
+router = APIRouter(tags=["health"])
+
+BROKER_TIMEOUT_S = 3
+
+
+def _check_database(services: Services) -> None:
+    with services.sessionmaker() as session:
+        session.execute(text("SELECT 1"))
+
+
+def _check_broker(services: Services) -> None:
+    settings = services.settings
+    celery = services.celery  # embedded: creating the app creates the broker folders
+    if settings.is_embedded_broker():
+        folder = settings.broker_dir() / "queue"
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise RuntimeError(f"broker folder {folder} is missing or not writable")
+        return
+    with celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_S)
+        conn.default_channel  # noqa: B018 - opening a channel talks to the server
+
+
+def _check_storage(services: Services) -> None:
+    services.storage.check()
+
+
+CHECKS: dict[str, Callable[[Services], None]] = {
+    "database": _check_database,
+    "broker": _check_broker,
+    "storage": _check_storage,
+}
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "`detail` names what is down; `checks` has every result"}},
+)
+def readyz(services: ServicesDep) -> Readiness | JSONResponse:
+    checks: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        try:
+            check(services)
+            checks[name] = "ok"
+        except Exception as e:  # a readiness probe reports every failure, whatever its type
+            checks[name] = f"{type(e).__name__}: {e}".strip()[:500]
+    down = [name for name, result in checks.items() if result != "ok"]
+    if down:
+        detail = "not ready: " + "; ".join(f"{name} is down ({checks[name]})" for name in down)
+        return JSONResponse(
+            {"detail": detail, "status": "unavailable", "checks": checks}, status_code=503
+        )
+    return Readiness(status="ok", checks=checks)

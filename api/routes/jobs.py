@@ -1,0 +1,309 @@
+"""Jobs: start training or evaluation, follow progress, read metrics, cancel."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.deps import OwnerDep, ServicesDep, SessionDep
+from api.sampling import SampleRequestError, resolve_class
+from api.schemas import EventOut, JobCreate, JobList, JobOut, MetricsOut
+from store import jobs as job_states
+from store import queue
+from store.checkpoints import job_models
+from store.metrics import read_metrics
+from store.models import Job, JobEvent, Model
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+DEFAULT_EVAL_SAMPLES = 50_000
+StateName = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+
+
+# -- helpers shared by the handlers ---------------------------------------------------------------
+
+
+def owned_job(session: Session, owner: str, job_id: str) -> Job:
+    """The caller's job; someone else's is reported exactly like a missing one."""
+    job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise job_states.JobNotFound(job_id)
+    return job
+
+
+def _eta_seconds(job: Job) -> float | None:
+    if job.state != job_states.RUNNING or not job.images_per_s or job.images_per_s <= 0:
+        return None
+    remaining = max(job.total_steps - job.step, 0)
+    images_per_step = int(job.config.get("batch_size", 1)) if job.kind == "train" else 1
+    return round(remaining * images_per_step / job.images_per_s, 1)
+
+
+def job_out(job: Job, models: dict[str, Model]) -> JobOut:
+    progress = min(job.step / job.total_steps, 1.0) if job.total_steps > 0 else 0.0
+    if job.state == job_states.SUCCEEDED:
+        progress = 1.0
+    return JobOut(
+        id=job.id,
+        owner=job.owner,
+        kind=job.kind,
+        state=job.state,
+        config=job.config,
+        step=job.step,
+        total_steps=job.total_steps,
+        progress=round(progress, 6),
+        images_per_s=job.images_per_s,
+        eta_seconds=_eta_seconds(job),
+        attempts=job.attempts,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        heartbeat_at=job.heartbeat_at,
+        latest_model_id=models["latest"].id if "latest" in models else None,
+        best_model_id=models["best"].id if "best" in models else None,
+        model_id=job.model_id,
+    )
+
+
+def _validated_train_config(config: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The core's config, validated and resolved (presets filled in), and its step count."""
+    from sagan_core.config import ConfigError, TrainConfig  # stdlib only: no torch here
+
+    try:
+        cfg = TrainConfig.from_dict(config).validate()
+        if hasattr(cfg, "resolved"):
+            cfg = cfg.resolved().validate()
+    except ConfigError as e:
+        raise HTTPException(422, f"config.{e.field}: {e.message}") from e
+    except (ValueError, TypeError) as e:
+        raise HTTPException(422, f"config: {e}") from e
+    return cfg.to_dict(), cfg.steps
+
+
+def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dict, int, str]:
+    from sagan_core.config import DATASETS
+
+    if not body.model_id:
+        raise HTTPException(422, "model_id: required for evaluate jobs")
+    model = session.get(Model, body.model_id)
+    if model is None or model.owner != owner:
+        raise HTTPException(404, f"model {body.model_id!r} not found")
+    trained = session.get(Job, model.job_id)  # the model's job: same owner, kept with the model
+    train_dataset = trained.config.get("dataset")
+    dataset = body.dataset or train_dataset
+    if body.dataset is not None and body.dataset not in DATASETS:
+        raise HTTPException(
+            422, f"dataset: unknown dataset {body.dataset!r}; known: {', '.join(DATASETS)}"
+        )
+    classes = None
+    if body.classes is not None:
+        try:
+            classes = sorted({resolve_class(c, model.class_names) for c in body.classes})
+        except SampleRequestError as e:
+            raise HTTPException(422, f"classes: {e}") from e
+        if not classes:
+            raise HTTPException(422, "classes: give at least one class, or leave it out")
+    samples = body.samples or DEFAULT_EVAL_SAMPLES
+    config = {
+        "model_id": model.id,
+        "checkpoint_id": model.checkpoint_id,
+        "checkpoint_key": model.checkpoint_key,
+        "model_step": model.step,
+        "samples": samples,
+        "dataset": dataset,
+        "data_root": trained.config.get("data_root") if dataset == train_dataset else None,
+        "classes": classes,
+    }
+    return config, samples, model.id
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={
+        200: {"description": "An Idempotency-Key replay: the job the first request created"},
+        404: {"description": "evaluate: the model is not found"},
+        409: {"description": "the Idempotency-Key was used for a different request"},
+        422: {"description": "a field is invalid; `detail` names it"},
+        503: {"description": "the broker refused the task; the job is marked failed"},
+    },
+)
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    owner: OwnerDep,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> JobOut:
+    if body.kind == "train":
+        for name in ("model_id", "samples", "dataset", "classes"):
+            if getattr(body, name) is not None:
+                raise HTTPException(
+                    422, f"{name}: only for evaluate jobs; a training job takes `config`"
+                )
+        config, total_steps = _validated_train_config(body.config or {})
+        model_id = None
+    else:
+        if body.config is not None:
+            raise HTTPException(
+                422, "config: not used by evaluate jobs; give model_id, samples, dataset, classes"
+            )
+        config, total_steps, model_id = _evaluate_config(session, owner, body)
+
+    job, created = job_states.create_job(
+        session,
+        owner=owner,
+        kind=body.kind,
+        config=config,
+        total_steps=total_steps,
+        model_id=model_id,
+        idempotency_key=idempotency_key or None,
+    )
+    if not created and (job.kind, job.config, job.model_id) != (body.kind, config, model_id):
+        raise HTTPException(
+            409,
+            f"Idempotency-Key {idempotency_key!r} was already used for a different request "
+            f"(job {job.id}); use a new key for a new job",
+        )
+    session.commit()
+    if created:
+        try:
+            queue.enqueue_job(
+                job.id, job.kind, app=services.celery, queue=services.settings.train_queue
+            )
+        except Exception as e:  # kombu/redis raise many types; any of them means "not queued"
+            log.exception("could not enqueue job %s", job.id)
+            reason = f"could not send the job to the broker: {type(e).__name__}: {e}"
+            job_states.fail_unqueued(session, job.id, reason)
+            session.commit()
+            raise HTTPException(
+                503, f"job {job.id} was not queued and is marked failed; {reason}"
+            ) from e
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job_out(job, job_models(session, job.id))
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    owner: OwnerDep,
+    state: StateName | None = None,
+    kind: Literal["train", "evaluate"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    where = [Job.owner == owner]
+    if state is not None:
+        where.append(Job.state == state)
+    if kind is not None:
+        where.append(Job.kind == kind)
+    total = session.execute(select(func.count()).select_from(Job).where(*where)).scalar_one()
+    rows = (
+        session.execute(
+            select(Job)
+            .where(*where)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        .scalars()
+        .all()
+    )
+    models: dict[str, dict[str, Model]] = {job.id: {} for job in rows}
+    if rows:
+        for m in session.execute(select(Model).where(Model.job_id.in_(list(models)))).scalars():
+            models[m.job_id][m.tag] = m
+    items = [job_out(job, models[job.id]) for job in rows]
+    return JobList(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "no such job"}})
+def read_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+    job = owned_job(session, owner, job_id)
+    return job_out(job, job_models(session, job.id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses={409: {"description": "the job has already finished"}},
+)
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+    """A queued job is cancelled at once; a running one is asked to stop (`cancelling`)."""
+    job = owned_job(session, owner, job_id)
+    job_states.request_cancel(session, job.id)
+    session.commit()
+    session.refresh(job)
+    return job_out(job, job_models(session, job.id))
+
+
+@router.get("/{job_id}/events", response_model=list[EventOut])
+def list_events(
+    job_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    after: Annotated[int | None, Query(description="only events with a larger id")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[EventOut]:
+    owned_job(session, owner, job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id > after)
+    rows = session.execute(query.order_by(JobEvent.id).limit(limit)).scalars()
+    return [EventOut.model_validate(e, from_attributes=True) for e in rows]
+
+
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricsOut,
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+)
+def read_job_metrics(
+    job_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    names: Annotated[
+        str | None, Query(description="comma-separated metric names, e.g. fid,is,d_loss")
+    ] = None,
+    since_step: Annotated[int | None, Query(ge=0)] = None,
+    until_step: Annotated[int | None, Query(ge=0)] = None,
+    max_points: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    owned_job(session, owner, job_id)
+    wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
+    for name in wanted:
+        if len(name) > 64:
+            raise HTTPException(400, f"names: metric name too long (over 64 characters): {name!r}")
+    if since_step is not None and until_step is not None and until_step < since_step:
+        raise HTTPException(400, f"until_step ({until_step}) is before since_step ({since_step})")
+    series = read_metrics(session, job_id, wanted or None, since_step, until_step, max_points)
+    for name in wanted:  # a requested name with no rows yet is an empty series, not missing
+        series.setdefault(name, [])
+    if format == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["name", "step", "value"])
+        for name in sorted(series):
+            writer.writerows((name, step, repr(value)) for step, value in series[name])
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'inline; filename="metrics-{job_id}.csv"'},
+        )
+    return MetricsOut(job_id=job_id, series=dict(sorted(series.items())))

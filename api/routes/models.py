@@ -1,0 +1,161 @@
+"""Models: the trained generators of jobs, their sample grids and checkpoint downloads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.deps import OwnerDep, ServicesDep, SessionDep, StorageDep
+from api.sampling import (
+    SampleRequestError,
+    check_sample_query,
+    etag_matches,
+    resolve_class,
+    sample_etag,
+)
+from api.schemas import CheckpointUrl, ModelList, ModelOut
+from store.models import Model
+from store.storage import StorageError
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+CHECKPOINT_URL_EXPIRES_S = 3600
+# Private: models belong to one user. no-cache: keep it, but ask (cheaply, by ETag) before reuse,
+# because a model's "latest" checkpoint moves on while its job trains.
+SAMPLE_CACHE_CONTROL = "private, no-cache"
+
+
+def owned_model(session: Session, owner: str, model_id: str) -> Model:
+    model = session.get(Model, model_id)
+    if model is None or model.owner != owner:
+        raise HTTPException(404, f"model {model_id!r} not found")
+    return model
+
+
+def model_out(model: Model) -> ModelOut:
+    return ModelOut.model_validate(model, from_attributes=True)
+
+
+@router.get("", response_model=ModelList)
+def list_models(
+    session: SessionDep,
+    owner: OwnerDep,
+    job_id: str | None = None,
+    tag: Literal["latest", "best"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ModelList:
+    where = [Model.owner == owner]
+    if job_id is not None:
+        where.append(Model.job_id == job_id)
+    if tag is not None:
+        where.append(Model.tag == tag)
+    total = session.execute(select(func.count()).select_from(Model).where(*where)).scalar_one()
+    rows = session.execute(
+        select(Model)
+        .where(*where)
+        .order_by(Model.updated_at.desc(), Model.id)
+        .limit(limit)
+        .offset(offset)
+    ).scalars()
+    return ModelList(items=[model_out(m) for m in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses={404: {"description": "no model"}})
+def read_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
+    return model_out(owned_model(session, owner, model_id))
+
+
+@router.get(
+    "/{model_id}/samples",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "a PNG grid of n images of the class"},
+        304: {"description": "If-None-Match matched the ETag"},
+        400: {"description": "class, n, seed or truncation out of range; `detail` says which"},
+    },
+)
+def model_samples(
+    model_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    services: ServicesDep,
+    class_: Annotated[str, Query(alias="class", description="class index (0-based) or class name")],
+    n: int = 16,
+    seed: int = 0,
+    truncation: float = 1.0,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The same model checkpoint and query (class, n, seed, truncation) give the same bytes."""
+    model = owned_model(session, owner, model_id)
+    try:
+        class_index = resolve_class(class_, model.class_names)
+        check_sample_query(n, seed, truncation, services.settings.max_samples_per_request)
+    except SampleRequestError as e:
+        raise HTTPException(400, str(e)) from e
+    etag = sample_etag(model.checkpoint_key, class_index, n, seed, truncation)
+    headers = {"ETag": etag, "Cache-Control": SAMPLE_CACHE_CONTROL}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    try:
+        png = services.renderer.render(
+            model.checkpoint_key, services.storage, class_index, n, seed, truncation
+        )
+    except StorageError as e:
+        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
+    headers["X-Checkpoint-Step"] = str(model.step)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+def _chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    try:
+        while chunk := f.read(size):
+            yield chunk
+    finally:
+        f.close()
+
+
+@router.get(
+    "/{model_id}/checkpoint",
+    response_model=None,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}, "application/json": {}},
+            "description": "local storage: the checkpoint file; S3 with redirect=false: "
+            '{"url": ..., "expires_in": ...}',
+        },
+        307: {"description": "S3: a redirect to a presigned URL"},
+    },
+)
+def download_checkpoint(
+    model_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    storage: StorageDep,
+    redirect: bool = True,
+) -> Any:
+    model = owned_model(session, owner, model_id)
+    key = model.checkpoint_key
+    url = storage.url(key, CHECKPOINT_URL_EXPIRES_S)
+    if url is not None:
+        if not storage.exists(key):
+            raise HTTPException(503, f"checkpoint of model {model_id} is missing from storage")
+        if redirect:
+            return RedirectResponse(url, status_code=307)
+        body = CheckpointUrl(url=url, expires_in=CHECKPOINT_URL_EXPIRES_S)
+        return JSONResponse(body.model_dump())
+    try:
+        f = storage.open(key)
+    except StorageError as e:
+        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
+    filename = f"sagan-{model.job_id}-step{model.step:08d}.pt"
+    return StreamingResponse(
+        _chunks(f),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

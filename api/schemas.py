@@ -1,0 +1,118 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIN_EVAL_SAMPLES, MAX_EVAL_SAMPLES = 100, 100_000
+
+
+class JobCreate(BaseModel):
+    """A training job (`config`) or an evaluation of a model (`model_id`, `samples`, ...)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"kind": "train", "config": {"dataset": "digits", "resolution": 32, "steps": 200}},
+                {"kind": "evaluate", "model_id": "<model id>", "samples": 10000},
+            ]
+        },
+    )
+
+    kind: Literal["train", "evaluate"] = "train"
+    config: dict[str, Any] | None = Field(
+        None, description="train: the core TrainConfig fields; unknown keys are refused"
+    )
+    model_id: str | None = Field(None, max_length=32, description="evaluate: the model to score")
+    samples: int | None = Field(
+        None,
+        ge=MIN_EVAL_SAMPLES,
+        le=MAX_EVAL_SAMPLES,
+        description="evaluate: generated images for IS/FID (default 50000)",
+    )
+    dataset: str | None = Field(
+        None, max_length=64, description="evaluate: reference dataset (default: the training one)"
+    )
+    classes: list[int | str] | None = Field(
+        None, max_length=1000, description="evaluate: classes (index or name) for per-class FID"
+    )
+
+
+class JobOut(BaseModel):
+    id: str
+    owner: str
+    kind: str
+    state: str
+    config: dict[str, Any]
+    step: int
+    total_steps: int
+    progress: float = Field(description="step / total_steps, 0..1")
+    images_per_s: float | None
+    eta_seconds: float | None = Field(description="remaining steps at the current images/s")
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    latest_model_id: str | None
+    best_model_id: str | None
+    model_id: str | None = Field(description="evaluate: the model being scored")
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    message: str | None
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    series: dict[str, list[tuple[int, float]]] = Field(
+        description="per metric name, [step, value] pairs in step order"
+    )
+
+
+class ModelOut(BaseModel):
+    id: str
+    job_id: str
+    owner: str
+    tag: str
+    step: int
+    resolution: int
+    num_classes: int
+    class_names: list[str]
+    checkpoint_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelList(BaseModel):
+    items: list[ModelOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CheckpointUrl(BaseModel):
+    url: str
+    expires_in: int
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
