@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MIN_EVAL_SAMPLES, MAX_EVAL_SAMPLES = 100, 100_000
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time the store writes is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class JobCreate(BaseModel):
@@ -55,10 +63,10 @@ class JobOut(BaseModel):
     eta_seconds: float | None = Field(description="remaining steps at the current images/s")
     attempts: int
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    heartbeat_at: UtcDatetime | None
     latest_model_id: str | None
     best_model_id: str | None
     model_id: str | None = Field(description="evaluate: the model being scored")
@@ -73,7 +81,7 @@ class JobList(BaseModel):
 
 class EventOut(BaseModel):
     id: int
-    at: datetime
+    at: UtcDatetime
     kind: str
     from_state: str | None
     to_state: str | None
@@ -97,8 +105,8 @@ class ModelOut(BaseModel):
     num_classes: int
     class_names: list[str]
     checkpoint_id: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class ModelList(BaseModel):
