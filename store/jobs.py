@@ -4,7 +4,7 @@ queued -> running -> succeeded | failed | cancelled
 queued -> cancelled
 queued -> failed (fail_unqueued: the broker refused the task, so no worker will ever see it)
 running -> cancelling -> cancelled (or succeeded/failed if the run ends first)
-running | cancelling -> queued (requeue_stale: the worker died; the retry resumes)
+running -> queued (requeue_stale: the worker died; release_job: it shut down; the retry resumes)
 """
 
 from __future__ import annotations
@@ -48,17 +48,26 @@ def _move(
     from_states: tuple[str, ...],
     to: str,
     message: str | None = None,
+    owner_worker: str | None = None,
     **values: Any,
 ) -> str | None:
-    """Move the job to `to` if it is in one of `from_states`; returns the state it left, or None."""
-    current = session.execute(select(Job.state).where(Job.id == job_id)).scalar_one_or_none()
-    if current is None:
+    """Move the job to `to` if it is in one of `from_states`; returns the state it left, or None.
+
+    With `owner_worker`, only while that worker owns the job (a worker that lost it to the reaper
+    must not finish the retry that another worker now runs).
+    """
+    row = session.execute(select(Job.state, Job.worker).where(Job.id == job_id)).one_or_none()
+    if row is None:
         raise JobNotFound(job_id)
-    if current not in from_states:
+    current, worker = row
+    if current not in from_states or (owner_worker is not None and worker != owner_worker):
         return None
+    guard = [Job.id == job_id, Job.state == current]
+    if owner_worker is not None:
+        guard.append(Job.worker == owner_worker)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == current)
+        .where(*guard)
         .values(state=to, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
@@ -187,8 +196,14 @@ def fail_unqueued(session: Session, job_id: str, error: str) -> bool:
     )
 
 
-def finish_job(session: Session, job_id: str, state: str, error: str | None = None) -> bool:
-    """running|cancelling -> succeeded|failed|cancelled."""
+def finish_job(
+    session: Session,
+    job_id: str,
+    state: str,
+    error: str | None = None,
+    worker: str | None = None,
+) -> bool:
+    """running|cancelling -> succeeded|failed|cancelled (with `worker`: only if it owns the job)."""
     if state not in TERMINAL:
         raise ValueError(f"not a terminal state: {state}")
     return (
@@ -198,11 +213,40 @@ def finish_job(session: Session, job_id: str, state: str, error: str | None = No
             (RUNNING, CANCELLING),
             state,
             error,
+            owner_worker=worker,
             error=error,
             finished_at=utcnow(),
         )
         is not None
     )
+
+
+def release_job(session: Session, job_id: str, worker: str) -> str | None:
+    """The owning worker is shutting down: running -> queued for a retry, cancelling -> cancelled.
+
+    Returns the new state, or None if this worker no longer owns the job.
+    """
+    if _move(
+        session,
+        job_id,
+        (RUNNING,),
+        QUEUED,
+        "worker shut down; requeued",
+        owner_worker=worker,
+        worker=None,
+    ):
+        return QUEUED
+    if _move(
+        session,
+        job_id,
+        (CANCELLING,),
+        CANCELLED,
+        "cancelled while the worker shut down",
+        owner_worker=worker,
+        finished_at=utcnow(),
+    ):
+        return CANCELLED
+    return None
 
 
 def requeue_stale(

@@ -1,0 +1,171 @@
+"""The worker's task functions, in-process against SQLite and local storage (no broker consumer)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from store import jobs
+from store.checkpoints import checkpoint_key, job_models, latest_checkpoint, register_checkpoint
+from store.db import session_scope
+from store.metrics import read_metrics
+from store.migrate import upgrade
+from store.models import Checkpoint, Job, utcnow
+from store.settings import get_settings
+from store.storage import storage_from_settings
+from worker.reaper import reap_stale
+from worker.tasks import train_job
+
+TINY = {
+    "dataset": "digits",
+    "resolution": 32,
+    "preset": "tiny",
+    "batch_size": 4,
+    "log_every": 1,
+    "sample_every": 0,
+}
+
+
+@pytest.fixture
+def service(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SAGAN_WORKER_DEVICE", "cpu")
+    from conftest import reset_service_caches
+
+    reset_service_caches()
+    upgrade(get_settings().resolved_database_url())
+    return embedded_env
+
+
+def new_job(config: dict, kind: str = "train") -> str:
+    with session_scope() as session:
+        job, _ = jobs.create_job(
+            session, owner="alice", kind=kind, config=config, total_steps=config.get("steps", 0)
+        )
+        return job.id
+
+
+def job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        return jobs.get_job(session, job_id)
+
+
+def run_dirs_left(data_dir: Path) -> list[Path]:
+    return list((data_dir / "runs").glob("*")) if (data_dir / "runs").exists() else []
+
+
+def test_duplicate_delivery_finds_job_owned_and_does_not_run(service: Path) -> None:
+    job_id = new_job({**TINY, "steps": 2})
+    with session_scope() as session:
+        assert jobs.claim_job(session, job_id, "other-host:1")
+
+    assert train_job(job_id) is None
+
+    job = job_row(job_id)
+    assert (job.state, job.worker, job.attempts, job.step) == ("running", "other-host:1", 1, 0)
+    with session_scope() as session:
+        assert latest_checkpoint(session, job_id) is None
+        assert read_metrics(session, job_id) == {}
+
+
+def test_empty_dataset_folder_fails_job_with_reason(service: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "images"
+    (empty / "cats").mkdir(parents=True)
+    job_id = new_job({**TINY, "steps": 2, "dataset": "folder", "data_root": str(empty)})
+
+    assert train_job(job_id) == "failed"
+
+    job = job_row(job_id)
+    assert job.state == "failed"
+    assert job.error.startswith("dataset error: ")
+    assert "0 images" in job.error or str(empty) in job.error
+    assert "Traceback" not in job.error
+    assert run_dirs_left(service) == []
+
+
+def test_diverging_run_fails_naming_step_and_keeps_last_good_checkpoint(service: Path) -> None:
+    # lr_g = 1e38 leaves step 1 finite (G's update comes after its loss) and blows up step 2.
+    job_id = new_job({**TINY, "steps": 6, "checkpoint_every": 1, "lr_g": 1e38})
+
+    assert train_job(job_id) == "failed"
+
+    job = job_row(job_id)
+    assert job.error.startswith("diverged: ")
+    assert "at step 2" in job.error
+    assert job.error.endswith("last good checkpoint step 1")
+    with session_scope() as session:
+        ckpt = latest_checkpoint(session, job_id)
+        models = job_models(session, job_id)
+    assert ckpt.step == 1
+    assert models["latest"].step == 1 and models["latest"].class_names[3] == "3"
+    assert storage_from_settings(get_settings()).exists(ckpt.key)
+
+
+def test_reaper_requeues_silent_running_job_and_sends_its_task(service: Path) -> None:
+    stale, alive = new_job({**TINY, "steps": 2}), new_job({**TINY, "steps": 2})
+    with session_scope() as session:
+        jobs.claim_job(session, stale, "dead-host:1")
+        jobs.claim_job(session, alive, "live-host:1")
+        session.execute(
+            update(Job).where(Job.id == stale).values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+    queue = service / "broker" / "queue"
+    before = set(queue.glob("*")) if queue.exists() else set()
+
+    assert reap_stale(get_settings()) == [stale]
+
+    assert (job_row(stale).state, job_row(stale).worker) == ("queued", None)
+    assert job_row(alive).state == "running"
+    sent = set(queue.glob("*")) - before
+    assert len(sent) == 1 and stale in next(iter(sent)).read_text()
+
+
+def test_retried_job_resumes_from_its_checkpoint(service: Path) -> None:
+    from sagan_core.config import TrainConfig
+    from sagan_core.trainer import Trainer
+
+    config = {**TINY, "steps": 4, "checkpoint_every": 2}
+    job_id = new_job(config)
+    with session_scope() as session:
+        jobs.claim_job(session, job_id, "dead-host:1")
+    # The first worker got to step 2, stored a checkpoint, then died.
+    first = Trainer(TrainConfig.from_dict({**config, "steps": 2}), service / "first").run()
+    storage = storage_from_settings(get_settings())
+    key = checkpoint_key(job_id, 2)
+    size = storage.put_file(key, first.last_checkpoint)
+    with session_scope() as session:
+        register_checkpoint(
+            session,
+            jobs.get_job(session, job_id),
+            step=2,
+            key=key,
+            size_bytes=size,
+            tags={"latest"},
+            resolution=32,
+            class_names=[str(i) for i in range(10)],
+        )
+        session.execute(
+            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+    assert reap_stale(get_settings()) == [job_id]
+
+    assert train_job(job_id) == "succeeded"
+
+    job = job_row(job_id)
+    assert (job.state, job.step, job.attempts, job.error) == ("succeeded", 4, 2, None)
+    with session_scope() as session:
+        series = read_metrics(session, job_id, names=["d_loss"])
+        steps = (
+            session.execute(
+                select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+            )
+            .scalars()
+            .all()
+        )
+        models = job_models(session, job_id)
+    assert [s for s, _ in series["d_loss"]] == [3, 4]  # no step was trained twice
+    assert steps == [2, 4]
+    assert models["latest"].step == 4
+    assert run_dirs_left(service) == []

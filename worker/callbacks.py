@@ -1,0 +1,110 @@
+"""Trainer callbacks of a job: metric rows, checkpoint uploads, heartbeats and cancel checks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from sagan_core.trainer import TrainerCallbacks
+from store import jobs
+from store.checkpoints import checkpoint_key, register_checkpoint
+from store.db import session_scope
+from store.metrics import write_metrics
+from store.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# How often should_stop reads the job's state (a cheap SELECT); the heartbeat UPDATE is rarer.
+STATE_POLL_SECONDS = 1.0
+
+
+def worker_shutting_down() -> bool:
+    """True once Celery's warm/cold shutdown started (SIGTERM/SIGINT/SIGQUIT to the worker)."""
+    try:
+        from celery.worker import state
+    except ImportError:  # pragma: no cover - celery is a service dependency
+        return False
+    return state.should_stop not in (None, False) or state.should_terminate not in (None, False)
+
+
+class JobCallbacks(TrainerCallbacks):
+    """Connects one Trainer run to its job row and to object storage.
+
+    `trainer` is set after the Trainer is built: the checkpoint rows need its resolved config and
+    its dataset's class names.
+    """
+
+    def __init__(self, job_id: str, worker: str, storage: Storage, heartbeat_seconds: float):
+        self.job_id = job_id
+        self.worker = worker
+        self.storage = storage
+        self.heartbeat_seconds = heartbeat_seconds
+        self.trainer = None
+        self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost"
+        self.last_checkpoint_step: int | None = None
+        self._images_per_s: float | None = None
+        self._last_beat = 0.0
+        self._last_poll = 0.0
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        rows = [(name, step, value) for name, value in metrics.items()]
+        with session_scope() as session:  # one transaction per log event
+            write_metrics(session, self.job_id, rows)
+        if "images_per_s" in metrics:
+            self._images_per_s = metrics["images_per_s"]
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def on_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
+        if self.stop_reason == "lost":
+            return  # the job's new owner resumes from the last checkpoint we registered
+        # Storage first, then the rows: a registered checkpoint is always downloadable.
+        key = checkpoint_key(self.job_id, step)
+        size = self.storage.put_file(key, path)
+        cfg = self.trainer.config
+        class_names = list(self.trainer.dataset.class_names)
+        with session_scope() as session:
+            job = jobs.get_job(session, self.job_id)
+            register_checkpoint(
+                session,
+                job,
+                step=step,
+                key=key,
+                size_bytes=size,
+                tags=set(tags) | {"latest"},  # every new checkpoint is the latest one
+                resolution=cfg.resolution,
+                class_names=class_names,
+            )
+            tag_list = ", ".join(sorted(tags))
+            jobs.add_event(session, self.job_id, "checkpoint", f"step {step} [{tag_list}] {key}")
+        self.last_checkpoint_step = step
+        log.info("job %s: checkpoint step %d stored at %s", self.job_id, step, key)
+
+    # -- liveness and stopping ----------------------------------------------------------------
+
+    def should_stop(self, step: int) -> bool:
+        if worker_shutting_down():
+            self.stop_reason = "shutdown"
+            return True
+        now = time.monotonic()
+        if now - self._last_poll < min(STATE_POLL_SECONDS, self.heartbeat_seconds):
+            return False
+        self._last_poll = now
+        with session_scope() as session:
+            if now - self._last_beat >= self.heartbeat_seconds:
+                self._last_beat = now
+                jobs.heartbeat(
+                    session, self.job_id, self.worker, step=step, images_per_s=self._images_per_s
+                )
+            job = jobs.get_job(session, self.job_id)
+            state, owner = job.state, job.worker
+        if owner != self.worker or state not in (jobs.RUNNING, jobs.CANCELLING):
+            self.stop_reason = "lost"  # the reaper gave the job to another worker
+            return True
+        if state == jobs.CANCELLING:
+            self.stop_reason = "cancel"
+            return True
+        return False

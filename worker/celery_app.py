@@ -1,0 +1,31 @@
+"""The worker's Celery app: store.queue's app with the train and evaluate tasks registered.
+
+Run one worker process per GPU, one task at a time (`-c 1`, pool solo; pin the GPU with
+CUDA_VISIBLE_DEVICES): `sagan worker` or `celery -A worker.celery_app worker -c 1 -P solo -Q train`.
+Late acks, prefetch 1 and reject-on-worker-lost come from store.queue.make_celery.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from store.queue import EVALUATE_TASK, TRAIN_TASK, get_celery
+from worker import tasks
+
+app = get_celery()
+
+
+@app.task(name=TRAIN_TASK, ignore_result=True)
+def train(job_id: str) -> str | None:
+    return tasks.train_job(job_id)
+
+
+@app.task(name=EVALUATE_TASK, ignore_result=True)
+def evaluate(job_id: str) -> str | None:
+    return tasks.evaluate_job(job_id)
+
+
+if not logging.getLogger().handlers:  # the app keeps Celery off the root logger; give ours one
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s %(levelname)s %(name)s] %(message)s"
+    )

@@ -1,0 +1,205 @@
+"""The worker's two jobs as plain functions: train a job's config, evaluate a stored model.
+
+Each claims its job row first (a duplicate delivery finds it owned and returns None), runs, and
+ends the job with a terminal state and, on failure, a one-line reason. worker.celery_app registers
+them as Celery tasks; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from store import jobs
+from store.checkpoints import latest_checkpoint
+from store.db import session_scope
+from store.metrics import write_metrics
+from store.models import Model
+from store.queue import enqueue_job
+from store.settings import Settings, get_settings
+from store.storage import StorageError, storage_from_settings
+from worker.callbacks import JobCallbacks
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 2000
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def resolve_device(settings: Settings) -> str:
+    """SAGAN_WORKER_DEVICE, with auto meaning cuda where there is one, else cpu."""
+    if settings.worker_device != "auto":
+        return settings.worker_device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def failure_message(error: BaseException, last_checkpoint_step: int | None) -> str:
+    """One line for the job's `error`: what went wrong, never a traceback."""
+    from sagan_core.config import ConfigError
+    from sagan_core.data import DatasetError
+    from sagan_core.trainer import DivergedError
+
+    try:
+        from sagan_core.evaluate import EvaluationError
+    except ImportError:  # evaluation is optional in the core
+        EvaluationError = ()  # noqa: N806
+
+    if isinstance(error, DivergedError):
+        kept = (
+            f"last good checkpoint step {last_checkpoint_step}"
+            if last_checkpoint_step is not None
+            else "no checkpoint was written before it"
+        )
+        message = f"diverged: {error}; {kept}"
+    elif isinstance(error, ConfigError):
+        message = f"invalid config: {error}"
+    elif isinstance(error, DatasetError):
+        message = f"dataset error: {error}"
+    elif EvaluationError and isinstance(error, EvaluationError):
+        message = f"evaluation failed: {error}"
+    elif isinstance(error, StorageError):
+        message = f"storage error: {error}"
+    else:
+        message = f"{type(error).__name__}: {error}"
+    return message[:MAX_ERROR_CHARS]
+
+
+def _claim(job_id: str, worker: str, kind: str) -> dict | None:
+    """Claim the job; returns what the run needs from its row, or None if it is not ours."""
+    with session_scope() as session:
+        try:
+            claimed = jobs.claim_job(session, job_id, worker)
+        except jobs.JobNotFound:
+            log.warning("job %s does not exist; dropping the task", job_id)
+            return None
+        if not claimed:
+            log.info("job %s is already owned or finished; duplicate delivery ignored", job_id)
+            return None
+        job = jobs.get_job(session, job_id)
+        if job.kind != kind:
+            jobs.finish_job(session, job_id, jobs.FAILED, f"a {kind} task got a {job.kind} job")
+            return None
+        ckpt = latest_checkpoint(session, job_id)
+        return {
+            "config": dict(job.config),
+            "model_id": job.model_id,
+            "attempts": job.attempts,
+            "checkpoint_key": ckpt.key if ckpt else None,
+            "checkpoint_step": ckpt.step if ckpt else None,
+        }
+
+
+def _finish(job_id: str, worker: str, state: str, error: str | None = None) -> str:
+    with session_scope() as session:
+        if not jobs.finish_job(session, job_id, state, error, worker=worker):
+            log.warning(
+                "job %s: could not move to %s (no longer owned by %s)", job_id, state, worker
+            )
+    log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
+    return state
+
+
+def _run_dir(settings: Settings, job_id: str) -> Path:
+    root = settings.data_dir.resolve() / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=root))
+
+
+def train_job(job_id: str, settings: Settings | None = None) -> str | None:
+    """Run a train job to its end; returns the state it left the job in (None: not ours)."""
+    from sagan_core.config import TrainConfig
+    from sagan_core.trainer import Trainer
+
+    settings = settings or get_settings()
+    worker = worker_name()
+    row = _claim(job_id, worker, "train")
+    if row is None:
+        return None
+    storage = storage_from_settings(settings)
+    callbacks = JobCallbacks(job_id, worker, storage, settings.heartbeat_seconds)
+    callbacks.last_checkpoint_step = row["checkpoint_step"]
+    run_dir = _run_dir(settings, job_id)
+    try:
+        cfg = TrainConfig.from_dict(row["config"])
+        if cfg.device == "auto":
+            cfg.device = resolve_device(settings)
+        resume = None
+        if row["checkpoint_key"]:
+            resume = run_dir / "resume.pt"
+            storage.download(row["checkpoint_key"], resume)
+            log.info("job %s resumes from step %d", job_id, row["checkpoint_step"])
+        trainer = Trainer(cfg, run_dir / "run", callbacks)
+        callbacks.trainer = trainer
+        if cfg.eval_every:
+            from worker.evaluation import train_evaluator
+
+            trainer.evaluate_fn = train_evaluator(trainer, settings, storage)
+        result = trainer.run(resume_from=resume)
+    except Exception as e:
+        log.exception("job %s failed", job_id)
+        return _finish(
+            job_id, worker, jobs.FAILED, failure_message(e, callbacks.last_checkpoint_step)
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    with session_scope() as session:
+        jobs.heartbeat(session, job_id, worker, step=result.step)
+    if not result.stopped:
+        return _finish(job_id, worker, jobs.SUCCEEDED)
+    if callbacks.stop_reason == "cancel":
+        return _finish(job_id, worker, jobs.CANCELLED)
+    if callbacks.stop_reason == "shutdown":
+        with session_scope() as session:
+            state = jobs.release_job(session, job_id, worker)
+        if state == jobs.QUEUED:
+            enqueue_job(job_id, "train")  # another worker (or this one, restarted) resumes it
+        log.info("job %s: worker shutting down at step %d -> %s", job_id, result.step, state)
+        return state
+    log.warning(
+        "job %s: lost ownership at step %d; leaving it to its new worker", job_id, result.step
+    )
+    return None
+
+
+def evaluate_job(job_id: str, settings: Settings | None = None) -> str | None:
+    """Evaluate a stored model (IS/FID/KID, per-class FID); metrics land at the model's step."""
+    settings = settings or get_settings()
+    worker = worker_name()
+    row = _claim(job_id, worker, "evaluate")
+    if row is None:
+        return None
+    storage = storage_from_settings(settings)
+    run_dir = _run_dir(settings, job_id)
+    try:
+        from worker.evaluation import evaluate_model
+
+        model_id = row["model_id"] or row["config"].get("model_id")
+        with session_scope() as session:
+            model = session.get(Model, model_id) if model_id else None
+            if model is None:
+                raise LookupError(f"model {model_id!r} not found")
+            key, step = model.checkpoint_key, model.step
+        checkpoint = run_dir / "model.pt"
+        storage.download(key, checkpoint)
+        results = evaluate_model(
+            checkpoint, row["config"], settings, storage, resolve_device(settings)
+        )
+        with session_scope() as session:
+            write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])
+            jobs.heartbeat(session, job_id, worker, step=step)
+    except Exception as e:
+        log.exception("evaluation job %s failed", job_id)
+        return _finish(job_id, worker, jobs.FAILED, failure_message(e, None))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return _finish(job_id, worker, jobs.SUCCEEDED)
