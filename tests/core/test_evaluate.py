@@ -1,0 +1,343 @@
+"""Evaluation: IS, FID, KID, per-class FID, the reference statistics cache, the generator wrapper.
+
+No download: an InceptionV3 of torch-fidelity's architecture is randomly initialised, saved with
+torch.save and loaded through the same code path as the real weights file.
+"""
+
+import math
+import time
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from torch import nn
+from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+from sagan_core import evaluate
+from sagan_core.evaluate import (
+    INCEPTION_WEIGHTS_FILE,
+    WEIGHTS_ENV,
+    DirectoryStatsCache,
+    EvaluationError,
+    FeatureExtractor,
+    ReferenceStats,
+    calc_metrics,
+    evaluate_generator,
+    evaluate_images,
+    frechet_distance,
+    generate_images,
+    make_evaluator,
+    reference_key_for,
+    reference_statistics,
+    stats_key,
+)
+
+N = 16  # images per set: Inception on 2 CPU cores costs tens of ms per image
+
+
+def random_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """torch-fidelity's InceptionV3 with random weights (its constructor insists on loading)."""
+    torch.manual_seed(seed)
+    with (
+        mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: None),
+        mock.patch.object(
+            tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None
+        ),
+    ):
+        model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    # default init shrinks activations to ~1e-8 over 90 layers; He init keeps features informative
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    nn.init.normal_(model.fc.weight, std=1.0)
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """Inception on a shared 2-core box: one thread is steady, two stall behind other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(random_inception_state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def extractor(weights_file):
+    ex = FeatureExtractor(weights_file, "cpu")
+    # test speed only: feed Inception 107px instead of 299px (same weights, same code otherwise)
+    ex.model.INPUT_IMAGE_SIZE = 107
+    return ex
+
+
+def noise_images(n: int = N, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+
+
+def flat_images(n: int = N, seed: int = 1) -> torch.Tensor:
+    """One random colour per image: nothing like noise."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.randint(0, 256, (n, 3, 1, 1), dtype=torch.uint8, generator=g)
+    return colours.expand(n, 3, 32, 32).contiguous()
+
+
+@pytest.fixture(scope="module")
+def noise_features(extractor):
+    return extractor.extract(noise_images(), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def flat_features(extractor):
+    return extractor.extract(flat_images(), batch_size=8)
+
+
+class TinyGenerator(nn.Module):
+    """G(z, y) -> (B, 3, R, R) in [-1, 1], with the attributes the trainer's G has."""
+
+    def __init__(self, z_dim=8, num_classes=3, resolution=16):
+        super().__init__()
+        self.z_dim, self.num_classes, self.resolution = z_dim, num_classes, resolution
+        self.embed = nn.Embedding(max(num_classes, 1), z_dim)
+        self.fc = nn.Linear(z_dim, 3 * resolution * resolution)
+
+    def forward(self, z, y):
+        h = z if y is None else z + self.embed(y)
+        return torch.tanh(3 * self.fc(h)).view(-1, 3, self.resolution, self.resolution)
+
+
+class LabelPainter(nn.Module):
+    """Paints each image with its class index, so the drawn labels can be read back."""
+
+    z_dim, resolution = 4, 2
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, z, y):
+        value = (y.float() * 10 / 127.5 - 1) * self.scale  # uint8 value 10 * y
+        return value.view(-1, 1, 1, 1).expand(-1, 3, self.resolution, self.resolution)
+
+
+class CountingCache(DirectoryStatsCache):
+    def __init__(self, root):
+        super().__init__(root)
+        self.gets, self.hits, self.puts = 0, 0, []
+
+    def get(self, key):
+        self.gets += 1
+        data = super().get(key)
+        self.hits += data is not None
+        return data
+
+    def put(self, key, data):
+        self.puts.append(key)
+        super().put(key, data)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_fid_of_a_set_against_itself_is_zero(noise_features):
+    reference = ReferenceStats.from_features(noise_features.pool)
+    assert abs(calc_metrics(["fid"], noise_features, reference)["fid"]) < 1e-6
+
+
+def test_fid_against_a_clearly_different_set_is_large(noise_features, flat_features):
+    reference = ReferenceStats.from_features(flat_features.pool)
+    assert calc_metrics(["fid"], noise_features, reference)["fid"] > 10
+
+
+def test_kid_is_near_zero_against_itself_and_large_against_a_different_set(
+    noise_features, flat_features
+):
+    same = calc_metrics(["kid"], noise_features, ReferenceStats.from_features(noise_features.pool))
+    other = calc_metrics(["kid"], noise_features, ReferenceStats.from_features(flat_features.pool))
+    assert abs(same["kid"]) < 1e-3
+    assert other["kid"] > 100 * abs(same["kid"])
+    assert other["kid"] > 1e-2
+
+
+def test_inception_score_is_finite_and_at_least_one(noise_features, flat_features):
+    for features in (noise_features, flat_features):
+        result = calc_metrics(["is"], features)
+        assert math.isfinite(result["is"]) and result["is"] >= 1.0
+        assert math.isfinite(result["is_std"])
+
+
+@pytest.mark.parametrize("n", [20, 200])  # N <= D and N > D take different routes
+def test_frechet_distance_matches_torch_fidelity(n):
+    g = torch.Generator().manual_seed(n)
+    fake = torch.randn(n, 64, generator=g)
+    real = 1.5 * torch.randn(300, 64, generator=g) + 0.3
+    ref = ReferenceStats.from_features(real)
+    fake_stats = ReferenceStats.from_features(fake)
+    expected = fid_statistics_to_metric(
+        {"mu": fake_stats.mu, "sigma": fake_stats.sigma},
+        {"mu": ref.mu, "sigma": ref.sigma},
+        verbose=False,
+    )["frechet_inception_distance"]
+    assert frechet_distance(fake, ref.mu, ref.sigma) == pytest.approx(expected, rel=1e-6)
+
+
+def test_evaluate_images_compares_two_image_sets(extractor):
+    noise, flat = noise_images(8, seed=5), flat_images(8, seed=6)
+    same = evaluate_images(noise, noise, extractor=extractor, metrics=("fid",))
+    other = evaluate_images(noise, flat, extractor=extractor, metrics=("fid", "is"))
+    assert abs(same["fid"]) < 1e-6
+    assert other["fid"] > 10 and other["is"] >= 1.0
+
+
+def test_unknown_metric_is_refused(noise_features):
+    with pytest.raises(EvaluationError, match="unknown metrics.*available"):
+        calc_metrics(["fidd"], noise_features)
+
+
+# ---------------------------------------------------------------- reference statistics cache
+
+
+def test_second_evaluation_reuses_the_cached_reference_statistics(extractor, tmp_path):
+    G = TinyGenerator()
+    cache = CountingCache(tmp_path)
+    key = reference_key_for("noise", 32, "train")
+    kwargs = dict(metrics=("is", "fid", "kid"), extractor=extractor, batch_size=8, cache=cache)
+
+    first = evaluate_generator(G, noise_images(), key, 8, **kwargs)
+    assert not first.reference_cache_hit
+    assert cache.puts == ["fid-stats/noise-r32-train-inception-v3-compat-n16.npz"]
+    assert (tmp_path / cache.puts[0]).is_file()
+
+    second = evaluate_generator(G, noise_images(), key, 8, **kwargs)
+    assert second.reference_cache_hit
+    assert len(cache.puts) == 1 and cache.hits == 1
+    assert second == first
+    assert set(first) == {"is", "is_std", "fid", "kid", "kid_std"}
+
+
+def test_make_evaluator_reuses_statistics_between_calls(extractor, tmp_path):
+    cache = CountingCache(tmp_path)
+    evaluator = make_evaluator(
+        flat_images(8), "flat-r32-train", n_samples=8, metrics=("fid",), cache=cache,
+        extractor=extractor, batch_size=8,
+    )  # fmt: skip
+    G = TinyGenerator()
+    first = evaluator(100, G)
+    second = evaluator(200, G)
+    assert type(first) is dict and math.isfinite(first["fid"])
+    assert len(cache.puts) == 1 and cache.hits == 1
+    assert second == first
+
+
+def test_statistics_from_other_inception_weights_are_recomputed(extractor, tmp_path):
+    images = flat_images(8)
+    key = stats_key("flat-r32-train", extractor.name, len(images))
+    stale = ReferenceStats.from_features(torch.randn(8, 2048)).to_bytes("other-weights")
+    cache = CountingCache(tmp_path)
+    cache.put(key, stale)
+
+    stats, _, hit = reference_statistics(extractor, images, "flat-r32-train", cache=cache)
+    assert not hit and cache.puts == [key, key]
+    assert ReferenceStats.from_bytes(cache.get(key))[1] == extractor.fingerprint
+    assert np.allclose(stats.mu, extractor.extract(images).pool.double().mean(0).numpy())
+
+
+def test_reference_key_keeps_unsafe_dataset_names_apart():
+    a, b = reference_key_for("folder:/data/a_b", 64), reference_key_for("folder:/data/a/b", 64)
+    assert a != b and "/" not in a and a.endswith("-r64-train")
+    assert reference_key_for("digits", 32, "train") == "digits-r32-train"
+
+
+# ---------------------------------------------------------------- per-class FID
+
+
+def test_per_class_fid_reports_each_requested_class(extractor, tmp_path):
+    images = torch.cat([noise_images(6, seed=7), flat_images(6, seed=8)])
+    labels = torch.tensor([0] * 6 + [2] * 6)
+    result = evaluate_generator(
+        TinyGenerator(), images, "mixed-r32-train", 4, metrics=("fid",), extractor=extractor,
+        batch_size=8, cache=DirectoryStatsCache(tmp_path), reference_labels=labels,
+        classes=[0, 2], class_samples=4,
+    )  # fmt: skip
+    assert {"fid", "fid_class_0", "fid_class_2", "intra_fid"} <= set(result)
+    assert all(math.isfinite(v) for v in result.values())
+    assert (tmp_path / "fid-stats/mixed-r32-train-class2-inception-v3-compat-n6.npz").is_file()
+
+
+# ---------------------------------------------------------------- the generator wrapper
+
+
+def test_generator_wrapper_draws_classes_uniformly():
+    G = LabelPainter(num_classes=10).train()
+    n = 5000
+    images = torch.cat(list(generate_images(G, n, batch_size=512, seed=3)))
+    assert images.dtype == torch.uint8 and images.shape == (n, 3, 2, 2)
+    labels = images[:, 0, 0, 0].long() // 10
+    counts = torch.bincount(labels, minlength=10)
+    assert counts.sum() == n and len(counts) == 10
+    chi2 = float(((counts - n / 10) ** 2 / (n / 10)).sum())
+    assert chi2 < 30  # 9 degrees of freedom: p < 1e-3 above 27.9
+    again = torch.cat(list(generate_images(G, n, batch_size=100, seed=3)))
+    assert torch.equal(images, again)  # seed, not batch size, decides the draws
+    assert G.training  # mode restored after sampling
+
+
+def test_generator_wrapper_fixes_the_class_when_asked():
+    images = torch.cat(list(generate_images(LabelPainter(10), 20, batch_size=8, class_index=7)))
+    assert (images == 70).all()
+
+
+# ---------------------------------------------------------------- weights
+
+
+@pytest.fixture
+def no_weights_anywhere(monkeypatch, tmp_path):
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # empty hub cache
+    # nothing listens on port 9 here: the download fails as it does without internet
+    monkeypatch.setattr(
+        evaluate, "INCEPTION_WEIGHTS_URL", f"http://127.0.0.1:9/{INCEPTION_WEIGHTS_FILE}"
+    )
+
+
+def test_missing_weights_without_internet_fail_fast_naming_setting_and_file(no_weights_anywhere):
+    start = time.monotonic()
+    with pytest.raises(EvaluationError) as err:
+        FeatureExtractor(None)
+    assert time.monotonic() - start < 5
+    message = str(err.value)
+    assert "inception_weights" in message and WEIGHTS_ENV in message
+    assert INCEPTION_WEIGHTS_FILE in message
+
+
+def test_evaluator_without_weights_fails_before_training_starts(no_weights_anywhere):
+    with pytest.raises(EvaluationError, match=INCEPTION_WEIGHTS_FILE):
+        make_evaluator(flat_images(4), "flat-r32-train")
+
+
+def test_configured_weights_path_that_does_not_exist_is_named(no_weights_anywhere, tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(EvaluationError, match="nope.pth.*does not exist"):
+        FeatureExtractor(missing)
+
+
+def test_weights_path_from_environment_is_used(no_weights_anywhere, monkeypatch, weights_file):
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights_file))
+    assert evaluate.resolve_inception_weights() == weights_file
+
+
+def test_a_file_that_is_not_the_weights_is_refused(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(3)}, bad)
+    with pytest.raises(EvaluationError, match=f"bad.pth.*{INCEPTION_WEIGHTS_FILE}"):
+        FeatureExtractor(bad)
