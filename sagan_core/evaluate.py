@@ -353,6 +353,8 @@ def reference_statistics(
     """
     if classes and labels is None:
         raise EvaluationError("per-class FID needs the labels of the reference images")
+    if labels is not None:
+        labels = torch.as_tensor(labels).cpu()
     use_cache = cache is not None and reference_key is not None
     keys: dict[int | None, str] = {}
     if use_cache:
@@ -687,3 +689,12 @@ def make_evaluator(
         return dict(result)
 
     return evaluator
+
+
+def make_dataset_evaluator(
+    dataset, *, split: str = "train", **kwargs
+) -> Callable[[int, nn.Module], dict[str, float]]:
+    """make_evaluator against a ``sagan_core.data`` dataset (``name``, ``resolution``, ``images``,
+    ``labels``), its statistics keyed by dataset name, resolution and split."""
+    key = reference_key_for(dataset.name, dataset.resolution, split)
+    return make_evaluator(dataset.images, key, reference_labels=dataset.labels, **kwargs)

@@ -6,6 +6,7 @@ torch.save and loaded through the same code path as the real weights file.
 
 import math
 import time
+from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
@@ -28,6 +29,7 @@ from sagan_core.evaluate import (
     evaluate_images,
     frechet_distance,
     generate_images,
+    make_dataset_evaluator,
     make_evaluator,
     reference_key_for,
     reference_statistics,
@@ -237,6 +239,18 @@ def test_make_evaluator_reuses_statistics_between_calls(extractor, tmp_path):
     assert type(first) is dict and math.isfinite(first["fid"])
     assert len(cache.puts) == 1 and cache.hits == 1
     assert second == first
+
+
+def test_dataset_evaluator_keys_statistics_by_dataset_resolution_and_split(extractor, tmp_path):
+    dataset = SimpleNamespace(
+        name="flat", resolution=32, images=flat_images(8), labels=torch.zeros(8, dtype=torch.long)
+    )
+    cache = CountingCache(tmp_path)
+    evaluator = make_dataset_evaluator(
+        dataset, split="test", n_samples=4, metrics=("fid",), cache=cache, extractor=extractor
+    )
+    assert math.isfinite(evaluator(1, TinyGenerator())["fid"])
+    assert cache.puts == ["fid-stats/flat-r32-test-inception-v3-compat-n8.npz"]
 
 
 def test_statistics_from_other_inception_weights_are_recomputed(extractor, tmp_path):
