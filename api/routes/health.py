@@ -39,6 +39,13 @@ def _check_storage(services: Services) -> None:
     services.storage.check()
 
 
+def _describe(e: Exception) -> str:
+    """The first line of the underlying error: SQLAlchemy wraps the driver's in `.orig`."""
+    cause = getattr(e, "orig", None) or e
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}"[:300]
+
+
 CHECKS: dict[str, Callable[[Services], None]] = {
     "database": _check_database,
     "broker": _check_broker,
@@ -63,7 +70,7 @@ def readyz(services: ServicesDep) -> Readiness | JSONResponse:
             check(services)
             checks[name] = "ok"
         except Exception as e:  # a readiness probe reports every failure, whatever its type
-            checks[name] = f"{type(e).__name__}: {e}".strip()[:500]
+            checks[name] = _describe(e)
     down = [name for name, result in checks.items() if result != "ok"]
     if down:
         detail = "not ready: " + "; ".join(f"{name} is down ({checks[name]})" for name in down)

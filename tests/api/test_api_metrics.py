@@ -1,0 +1,88 @@
+"""GET /jobs/<id>/metrics: name and step filters, downsampling, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from store.db import session_scope
+from store.metrics import write_metrics
+
+
+def _job_with_metrics(client) -> str:
+    job_id = client.post(
+        "/jobs", json={"kind": "train", "config": {"dataset": "digits", "steps": 1000}}
+    ).json()["id"]
+    rows = [("d_loss", step, step / 4) for step in range(0, 1000, 10)]  # 100 points
+    rows += [("fid", step, 300.0 / (1 + step)) for step in (0, 500, 990)]
+    rows += [("is", 990, 1.5)]
+    with session_scope() as session:
+        write_metrics(session, job_id, rows)
+    return job_id
+
+
+def test_metrics_filter_by_names_and_step_range(service):
+    job_id = _job_with_metrics(service.client)
+    url = f"/jobs/{job_id}/metrics"
+    body = service.client.get(url, params={"names": "fid, is"}).json()
+    assert body["job_id"] == job_id
+    assert body["series"] == {
+        "fid": [[0, 300.0], [500, 300 / 501], [990, 300 / 991]],
+        "is": [[990, 1.5]],
+    }
+
+    ranged = service.client.get(
+        url, params={"names": "d_loss", "since_step": 100, "until_step": 150}
+    )
+    assert ranged.json()["series"]["d_loss"] == [[s, s / 4] for s in range(100, 151, 10)]
+
+    # A name with no rows yet is an empty series; every name is returned when none is asked for.
+    assert service.client.get(url, params={"names": "kid"}).json()["series"] == {"kid": []}
+    assert set(service.client.get(url).json()["series"]) == {"d_loss", "fid", "is"}
+
+
+def test_metrics_are_downsampled_to_max_points_keeping_the_last_step(service):
+    job_id = _job_with_metrics(service.client)
+    params = {"names": "d_loss", "max_points": 7}
+    r = service.client.get(f"/jobs/{job_id}/metrics", params=params)
+    points = r.json()["series"]["d_loss"]
+    assert len(points) <= 7 and points[0][0] == 0 and points[-1][0] == 990
+    assert [s for s, _ in points] == sorted(s for s, _ in points)
+
+
+def test_metrics_as_csv(embedded):
+    job_id = _job_with_metrics(embedded.client)
+    params = {"names": "fid,is", "format": "csv"}
+    r = embedded.client.get(f"/jobs/{job_id}/metrics", params=params)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [(row["name"], int(row["step"])) for row in rows] == [
+        ("fid", 0),
+        ("fid", 500),
+        ("fid", 990),
+        ("is", 990),
+    ]
+    assert float(rows[1]["value"]) == 300 / 501  # repr keeps every digit
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"since_step": 50, "until_step": 10}, 400, "until_step (10) is before since_step (50)"),
+        ({"max_points": 0}, 422, "max_points: Input should be greater than or equal to 1"),
+        ({"since_step": "x"}, 422, "since_step: Input should be a valid integer"),
+        ({"format": "xml"}, 422, "format: Input should be 'json' or 'csv'"),
+    ],
+)
+def test_bad_metric_queries_name_the_parameter(embedded, params, status, message):
+    job_id = _job_with_metrics(embedded.client)
+    r = embedded.client.get(f"/jobs/{job_id}/metrics", params=params)
+    assert r.status_code == status and message in r.json()["detail"]
+
+
+def test_other_users_metrics_are_invisible(embedded):
+    job_id = _job_with_metrics(embedded.client)
+    r = embedded.client.get(f"/jobs/{job_id}/metrics", headers={"X-User": "eve"})
+    assert r.status_code == 404
