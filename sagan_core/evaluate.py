@@ -138,10 +138,6 @@ class Features:
     def __len__(self) -> int:
         return len(self.pool)
 
-    def select(self, mask: torch.Tensor) -> Features:
-        mask = mask.to(self.pool.device)
-        return Features(self.pool[mask], self.logits[mask])
-
 
 def _check_images(batch: torch.Tensor) -> torch.Tensor:
     if not (torch.is_tensor(batch) and batch.dtype == torch.uint8 and batch.dim() == 4):
