@@ -28,10 +28,13 @@ def make_celery(settings: Settings) -> Celery:
         folder = settings.broker_dir()
         (folder / "queue").mkdir(parents=True, exist_ok=True)
         (folder / "processed").mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu's default is ./control, relative to whatever directory the process started in
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     else:
