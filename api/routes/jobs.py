@@ -39,11 +39,13 @@ def owned_job(session: Session, owner: str, job_id: str) -> Job:
 
 
 def _eta_seconds(job: Job) -> float | None:
-    if job.state != job_states.RUNNING or not job.images_per_s or job.images_per_s <= 0:
+    """Remaining training steps at the measured images/s; None until the worker has measured it."""
+    if job.kind != "train" or job.state != job_states.RUNNING or not job.images_per_s:
+        return None
+    if job.images_per_s <= 0:
         return None
     remaining = max(job.total_steps - job.step, 0)
-    images_per_step = int(job.config.get("batch_size", 1)) if job.kind == "train" else 1
-    return round(remaining * images_per_step / job.images_per_s, 1)
+    return round(remaining * int(job.config.get("batch_size", 1)) / job.images_per_s, 1)
 
 
 def job_out(job: Job, models: dict[str, Model]) -> JobOut:
@@ -112,6 +114,7 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
         if not classes:
             raise HTTPException(422, "classes: give at least one class, or leave it out")
     samples = body.samples or DEFAULT_EVAL_SAMPLES
+    # step/total_steps of an evaluation: the worker reports the model's step when it is done.
     config = {
         "model_id": model.id,
         "checkpoint_id": model.checkpoint_id,
@@ -122,7 +125,7 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
         "data_root": trained.config.get("data_root") if dataset == train_dataset else None,
         "classes": classes,
     }
-    return config, samples, model.id
+    return config, model.step, model.id
 
 
 # -- handlers ----------------------------------------------------------------------------------

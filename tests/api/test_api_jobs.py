@@ -211,7 +211,8 @@ def test_evaluate_job_is_validated_against_the_callers_model(service, make_model
     r = _post(service, {"kind": "evaluate", "model_id": model_id, "samples": 1000, "classes": [3]})
     assert r.status_code == 201, r.text
     job = r.json()
-    assert job["kind"] == "evaluate" and job["model_id"] == model_id and job["total_steps"] == 1000
+    assert job["kind"] == "evaluate" and job["model_id"] == model_id
+    assert job["total_steps"] == 2 and job["config"]["samples"] == 1000  # the model's step
     assert job["config"]["checkpoint_key"] == made["key"] and job["config"]["classes"] == [3]
     assert job["config"]["dataset"] == "digits"
     assert service.queued_messages() == 1
