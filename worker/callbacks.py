@@ -25,7 +25,11 @@ def worker_shutting_down() -> bool:
         from celery.worker import state
     except ImportError:  # pragma: no cover - celery is a service dependency
         return False
-    return state.should_stop not in (None, False) or state.should_terminate not in (None, False)
+    # Set flags hold an exit code (a clean one is 0): test identity, as Celery does.
+    return any(
+        flag is not None and flag is not False
+        for flag in (state.should_stop, state.should_terminate)
+    )
 
 
 class JobCallbacks(TrainerCallbacks):

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import logging
 
-from store.queue import EVALUATE_TASK, TRAIN_TASK, get_celery
+from store.queue import EVALUATE_TASK, TRAIN_TASK, enqueue_job, get_celery
 from worker import tasks
+from worker.callbacks import worker_shutting_down
 
 app = get_celery()
 
 
+def _pass_on(job_id: str, kind: str) -> bool:
+    """A worker in warm shutdown still gets the message it prefetched: send it on, untouched."""
+    if worker_shutting_down():
+        enqueue_job(job_id, kind)
+        return True
+    return False
+
+
 @app.task(name=TRAIN_TASK, ignore_result=True)
 def train(job_id: str) -> str | None:
-    return tasks.train_job(job_id)
+    return None if _pass_on(job_id, "train") else tasks.train_job(job_id)
 
 
 @app.task(name=EVALUATE_TASK, ignore_result=True)
 def evaluate(job_id: str) -> str | None:
-    return tasks.evaluate_job(job_id)
+    return None if _pass_on(job_id, "evaluate") else tasks.evaluate_job(job_id)
 
 
 if not logging.getLogger().handlers:  # the app keeps Celery off the root logger; give ours one

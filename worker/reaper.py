@@ -36,15 +36,17 @@ def reap_stale(settings: Settings | None = None) -> list[str]:
 def start_reaper_thread(
     settings: Settings | None = None, interval_s: float = 60.0
 ) -> tuple[threading.Thread, threading.Event]:
-    """Run reap_stale every interval_s in a daemon thread until the returned event is set."""
+    """Run reap_stale now and every interval_s in a daemon thread until the event is set."""
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval_s):
+        while True:
             try:
                 reap_stale(settings)
             except Exception:  # a database hiccup must not end the loop
                 log.exception("reaper pass failed")
+            if stop.wait(interval_s):
+                return
 
     thread = threading.Thread(target=loop, name="sagan-reaper", daemon=True)
     thread.start()
