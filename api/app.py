@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from api.routes import health, jobs, models
 from store.jobs import InvalidTransition, JobNotFound
 from store.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
 LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
@@ -61,6 +63,16 @@ async def _invalid_transition(request: Request, exc: InvalidTransition) -> JSONR
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Still a JSON body with a detail; the traceback goes to the server log.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return JSONResponse(
+        {"detail": f"internal error ({type(exc).__name__}){': ' + message if message else ''}"},
+        status_code=500,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until a request needs it."""
     app = FastAPI(
@@ -78,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
+    app.add_exception_handler(Exception, _unexpected)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)

@@ -98,17 +98,17 @@ def model_samples(
         check_sample_query(n, seed, truncation, services.settings.max_samples_per_request)
     except SampleRequestError as e:
         raise HTTPException(400, str(e)) from e
-    etag = sample_etag(model.checkpoint_key, class_index, n, seed, truncation)
+    key, step = model.checkpoint_key, model.step
+    session.close()  # rendering can take seconds: give the connection back first
+    etag = sample_etag(key, class_index, n, seed, truncation)
     headers = {"ETag": etag, "Cache-Control": SAMPLE_CACHE_CONTROL}
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     try:
-        png = services.renderer.render(
-            model.checkpoint_key, services.storage, class_index, n, seed, truncation
-        )
+        png = services.renderer.render(key, services.storage, class_index, n, seed, truncation)
     except StorageError as e:
         raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
-    headers["X-Checkpoint-Step"] = str(model.step)
+    headers["X-Checkpoint-Step"] = str(step)
     return Response(png, media_type="image/png", headers=headers)
 
 
@@ -140,7 +140,8 @@ def download_checkpoint(
     redirect: bool = True,
 ) -> Any:
     model = owned_model(session, owner, model_id)
-    key = model.checkpoint_key
+    key, filename = model.checkpoint_key, f"sagan-{model.job_id}-step{model.step:08d}.pt"
+    session.close()  # a download can outlast the request's need for the database
     url = storage.url(key, CHECKPOINT_URL_EXPIRES_S)
     if url is not None:
         if not storage.exists(key):
@@ -153,7 +154,6 @@ def download_checkpoint(
         f = storage.open(key)
     except StorageError as e:
         raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
-    filename = f"sagan-{model.job_id}-step{model.step:08d}.pt"
     return StreamingResponse(
         _chunks(f),
         media_type="application/octet-stream",

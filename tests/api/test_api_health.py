@@ -78,3 +78,38 @@ def test_openapi_docs_describe_every_route(embedded):
         "/healthz",
         "/readyz",
     } <= set(paths)
+
+
+def test_creating_the_app_and_reading_jobs_do_not_import_torch(data_dir):
+    # torch loads lazily, where sampling or config validation needs it, never at import or start.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from api.app import create_app\n"
+        "from store.migrate import upgrade\n"
+        "from store.settings import Settings\n"
+        f"s = Settings(data_dir={str(data_dir)!r})\n"
+        "upgrade(s.resolved_database_url())\n"
+        "client = TestClient(create_app(s))\n"
+        "assert client.get('/jobs').status_code == 200\n"
+        "assert client.get('/readyz').status_code == 200\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_unexpected_errors_are_json_with_a_detail(embedded, monkeypatch):
+    from api.routes import jobs as job_routes
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(job_routes, "job_out", broken)
+    client = TestClient(embedded.client.app, raise_server_exceptions=False)
+    r = client.post("/jobs", json={"kind": "train", "config": {"steps": 3}})
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal error (RuntimeError): disk on fire"}
