@@ -1,0 +1,156 @@
+"""Command line: `python -m sagan_core train|sample|pack` (argparse; the service's typer CLI forwards here)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+from .config import ConfigError, TrainConfig
+from .data import DatasetError
+from .trainer import Trainer, TrainerCallbacks
+
+HELP = {
+    "dataset": "digits | cifar10 | cifar100 | folder | packed | synthetic",
+    "data_root": "dataset directory (folder, cifar) or packed file",
+    "preset": "tiny | paper (default: tiny for digits, else paper)",
+    "device": "auto | cpu | cuda | cuda:N | mps",
+    "precision": "fp32 | bf16",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _ProgressCallbacks(TrainerCallbacks):
+    """A tqdm bar: steps, it/s, ETA, and the latest losses in the postfix."""
+
+    def __init__(self, total: int, initial: int = 0):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def should_stop(self, step: int) -> bool:
+        self.bar.update(step - self.bar.n)
+        return False
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.bar.update(step - self.bar.n)
+        keys = ("d_loss", "g_loss", "images_per_s", "fid")
+        self.bar.set_postfix({k: f"{metrics[k]:.3g}" for k in keys if k in metrics})
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        if base is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, type=base, default=None, help=HELP.get(f.name, f"default {f.default}"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sagan_core", description="Train and sample SAGAN models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model")
+    _add_config_flags(t)
+    t.add_argument("--config", type=Path, help="JSON file of config fields (flags override it)")
+    t.add_argument("--run-dir", type=Path, help="output directory (default runs/<dataset>)")
+    t.add_argument("--resume", action="store_true", help="resume from the run dir's latest checkpoint")
+
+    s = sub.add_parser("sample", help="render a PNG grid from a checkpoint")
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("--class", dest="cls", default="0", help="class index or class name")
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--truncation", type=float, default=1.0)
+    s.add_argument("--nrow", type=int, default=None)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("-o", "--output", type=Path, default=Path("samples.png"))
+
+    k = sub.add_parser("pack", help="pack an image folder into one file for fast loading")
+    k.add_argument("folder", type=Path)
+    k.add_argument("--resolution", type=int, required=True)
+    k.add_argument("-o", "--output", type=Path, required=True)
+    return parser
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+def _train(args: argparse.Namespace) -> int:
+    values = json.loads(args.config.read_text()) if args.config else {}
+    for name in TrainConfig.field_names():
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    cfg = TrainConfig.from_dict(values).validate()
+    run_dir = args.run_dir or Path("runs") / cfg.dataset
+    resume = latest_checkpoint(run_dir) if args.resume else None
+    if args.resume and resume is None:
+        print(f"no checkpoint in {run_dir / 'checkpoints'}; starting fresh", file=sys.stderr)
+    progress = _ProgressCallbacks(cfg.steps)
+    try:
+        result = Trainer(cfg, run_dir, callbacks=progress).run(resume_from=resume)
+    finally:
+        progress.bar.close()
+    print(f"step {result.step}: checkpoint {result.last_checkpoint}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .checkpoint import load_generator
+    from .sample import grid_png, sample
+
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    G, _, class_names = load_generator(args.checkpoint, device=args.device)
+    if args.cls in class_names:
+        cls = class_names.index(args.cls)
+    elif args.cls.lstrip("-").isdigit():
+        cls = int(args.cls)
+    else:
+        raise ValueError(f"--class {args.cls!r} is neither an index nor one of {class_names}")
+    if not 0 <= cls < len(class_names):
+        raise ValueError(f"--class {cls} out of range 0..{len(class_names) - 1}")
+    png = grid_png(sample(G, cls, args.n, args.seed, args.truncation), nrow=args.nrow)
+    args.output.write_bytes(png)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from .data import pack_folder
+
+    TrainConfig(resolution=args.resolution).validate()
+    print(f"wrote {pack_folder(args.folder, args.output, args.resolution)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits on --help and on bad flags
+        return int(e.code or 0)
+    try:
+        return {"train": _train, "sample": _sample, "pack": _pack}[args.command](args)
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The one training configuration: a plain dataclass the API validates and the worker passes through."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+
+DATASETS = ("digits", "cifar10", "cifar100", "folder", "packed", "synthetic")
+RESOLUTIONS = (32, 64, 128, 256)
+PRESETS = ("tiny", "paper")
+PRECISIONS = ("fp32", "bf16")
+# Datasets whose class count is fixed; num_classes may be left out or must match.
+FIXED_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
+
+# Base widths (ch) per preset and resolution; the per-block multipliers live in models.ARCH.
+# "paper" is ch=64 as in SAGAN at 128px; "tiny" is sized to train digits at 32px on a 2-core CPU.
+PRESET_CH = {
+    "paper": {32: 64, 64: 64, 128: 64, 256: 64},
+    "tiny": {32: 8, 64: 8, 128: 8, 256: 8},
+}
+# The tiny preset trains for minutes, not days: the paper's EMA (0.9999 from step 1000) would still be
+# mostly the initial weights, so tiny replaces the EMA fields when they still hold their defaults.
+TINY_EMA = {"ema_decay": 0.995, "ema_start": 200}
+
+
+class ConfigError(ValueError):
+    """An impossible configuration value; `field` names it, str(e) is "field: message"."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    resolution: int = 32
+    num_classes: int | None = None
+    preset: str | None = None
+    g_ch: int | None = None
+    d_ch: int | None = None
+    z_dim: int = 128
+    batch_size: int = 64
+    steps: int = 10000
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    d_steps: int = 1
+    ema_decay: float = 0.9999
+    ema_start: int = 1000
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    eval_every: int = 0
+    eval_samples: int = 5000
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+
+    # -- (de)serialisation -------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) ]
+
+    @classmethod
+    def from_dict(cls, d: typing.Mapping[str, typing.Any]) -> TrainConfig:
+        if not isinstance(d, typing.Mapping):
+            raise ConfigError("config", f"expected a mapping, got {type(d).__name__}")
+        names = cls.field_names()
+        unknown = sorted(k for k in d if k not in names)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown config key(s): {', '.join(map(str, unknown))}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in d.items():
+            kwargs[key] = _coerce(key, value, hints[key])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, typing.Any]:
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    # -- checks and defaults -----------------------------------------------------------------
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError naming the first impossible field; return self so calls can chain."""
+        hints = typing.get_type_hints(type(self))
+        for name in self.field_names():
+            _coerce(name, getattr(self, name), hints[name])  # type check only
+
+        def need(ok: bool, name: str, message: str) -> None:
+            if not ok:
+                raise ConfigError(name, f"{message} (got {getattr(self, name)!r})")
+
+        need(self.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}")
+        if self.dataset in NEEDS_DATA_ROOT:
+            need(bool(self.data_root), "data_root", f"is required for dataset '{self.dataset}'")
+        need(
+            self.resolution in RESOLUTIONS,
+            "resolution",
+            f"must be one of {', '.join(map(str, RESOLUTIONS))}",
+        )
+        if self.num_classes is not None:
+            need(self.num_classes >= 1, "num_classes", "must be >= 1")
+            fixed = FIXED_CLASSES.get(self.dataset)
+            need(
+                fixed is None or self.num_classes == fixed,
+                "num_classes",
+                f"dataset '{self.dataset}' has {fixed} classes",
+            )
+        need(self.preset is None or self.preset in PRESETS, "preset", "must be 'tiny' or 'paper'")
+        for name in ("g_ch", "d_ch"):
+            v = getattr(self, name)
+            need(v is None or v >= 1, name, "must be >= 1")
+        if self.resolution in RESOLUTIONS:
+            from .models import attention_channels
+
+            r = self.resolved()
+            g_attn, d_attn = attention_channels(r.resolution, r.g_ch, r.d_ch)
+            need(g_attn % 8 == 0, "g_ch", f"gives {g_attn} attention channels, not divisible by 8")
+            need(d_attn % 8 == 0, "d_ch", f"gives {d_attn} attention channels, not divisible by 8")
+        need(self.z_dim >= 1, "z_dim", "must be >= 1")
+        need(self.batch_size >= 1, "batch_size", "must be >= 1")
+        need(self.steps >= 1, "steps", "must be >= 1")
+        for name in ("lr_g", "lr_d"):
+            v = getattr(self, name)
+            need(math.isfinite(v) and v > 0, name, "must be a finite number > 0")
+        for name in ("beta1", "beta2"):
+            need(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
+        need(self.d_steps >= 1, "d_steps", "must be >= 1")
+        need(0.0 <= self.ema_decay <= 1.0, "ema_decay", "must be in [0, 1]")
+        need(self.ema_start >= 0, "ema_start", "must be >= 0")
+        need(self.log_every >= 1, "log_every", "must be >= 1")
+        for name in ("checkpoint_every", "sample_every", "eval_every"):
+            need(getattr(self, name) >= 0, name, "must be >= 0 (0 turns it off)")
+        need(self.eval_samples >= 1, "eval_samples", "must be >= 1")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        dev = self.device
+        need(
+            dev in ("auto", "cpu", "cuda", "mps")
+            or (dev.startswith("cuda:") and dev[5:].isdigit()),
+            "device",
+            "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
+        )
+        need(self.precision in PRECISIONS, "precision", "must be 'fp32' or 'bf16'")
+        return self
+
+    def resolved(self) -> TrainConfig:
+        """A copy with preset, widths, class count (when fixed) and preset EMA defaults filled in."""
+        out = dataclasses.replace(self)
+        if out.preset is None:
+            out.preset = "tiny" if out.dataset == "digits" else "paper"
+        ch = PRESET_CH[out.preset].get(out.resolution, 64)
+        out.g_ch = out.g_ch if out.g_ch is not None else ch
+        out.d_ch = out.d_ch if out.d_ch is not None else ch
+        if out.num_classes is None:
+            out.num_classes = FIXED_CLASSES.get(out.dataset)
+            if out.dataset == "synthetic":
+                out.num_classes = 10
+        if out.preset == "tiny":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, value in TINY_EMA.items():
+                if getattr(out, name) == defaults[name]:
+                    setattr(out, name, value)
+        return out
+
+
+_SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _coerce(name: str, value: typing.Any, hint: typing.Any) -> typing.Any:
+    """Check `value` against a field's type; ints are accepted for float fields (and widened)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(name, f"must be {_SCALARS[base]}, not null")
+    ok = isinstance(value, base) and not (base is not bool and isinstance(value, bool))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ConfigError(name, f"must be {_SCALARS[base]} (got {value!r})")
+    return value

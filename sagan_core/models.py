@@ -1,0 +1,134 @@
+"""SAGAN generator and discriminator: residual BigGAN-style blocks with one self-attention layer each."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import ConditionalBatchNorm2d, SelfAttention, sn_conv, sn_embedding, sn_linear
+
+# Channel multipliers of ch per block, as in the SAGAN/BigGAN code. G: input and output channels of each
+# up-block (4x4 -> 8 -> ... -> R); D: output channels of each down-block and whether it halves the size.
+G_ARCH = {
+    32: {"in": [4, 4, 4], "out": [4, 4, 4]},
+    64: {"in": [16, 16, 8, 4], "out": [16, 8, 4, 2]},
+    128: {"in": [16, 16, 8, 4, 2], "out": [16, 8, 4, 2, 1]},
+    256: {"in": [16, 16, 8, 8, 4, 2], "out": [16, 8, 8, 4, 2, 1]},
+}
+D_ARCH = {
+    32: {"out": [4, 4, 4, 4], "down": [True, True, False, False]},
+    64: {"out": [1, 2, 4, 8, 16], "down": [True, True, True, True, False]},
+    128: {"out": [1, 2, 4, 8, 16, 16], "down": [True, True, True, True, True, False]},
+    256: {"out": [1, 2, 4, 8, 8, 16, 16], "down": [True] * 6 + [False]},
+}
+# Spatial size at which G attends: 64x64 at 128px and 256px, 32x32 at 64px, 16x16 at 32px.
+G_ATTN_SIZE = {32: 16, 64: 32, 128: 64, 256: 64}
+
+
+def attention_channels(resolution: int, g_ch: int, d_ch: int) -> tuple[int, int]:
+    """Channels seen by the G and D attention layers (each must be divisible by 8)."""
+    g_block = G_ATTN_SIZE[resolution].bit_length() - 4  # index of the block whose output is that size
+    return G_ARCH[resolution]["out"][g_block] * g_ch, D_ARCH[resolution]["out"][0] * d_ch
+
+
+class GBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, num_classes: int):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm2d(in_ch, num_classes)
+        self.conv1 = sn_conv(in_ch, out_ch)
+        self.bn2 = ConditionalBatchNorm2d(out_ch, num_classes)
+        self.conv2 = sn_conv(out_ch, out_ch)
+        self.shortcut = sn_conv(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(x, y))  # (B, Cin, H, W)
+        h = F.interpolate(h, scale_factor=2, mode="nearest")  # (B, Cin, 2H, 2W)
+        h = self.conv1(h)  # (B, Cout, 2H, 2W)
+        h = self.conv2(F.relu(self.bn2(h, y)))  # (B, Cout, 2H, 2W)
+        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DBlock(nn.Module):
+    """Pre-activation residual down-block; `optimized` is the first block, which sees raw pixels."""
+
+    def __init__(self, in_ch: int, out_ch: int, downsample: bool, optimized: bool = False):
+        super().__init__()
+        self.downsample, self.optimized = downsample, optimized
+        self.conv1 = sn_conv(in_ch, out_ch)
+        self.conv2 = sn_conv(out_ch, out_ch)
+        self.learnable_sc = in_ch != out_ch or downsample
+        self.shortcut = sn_conv(in_ch, out_ch, 1) if self.learnable_sc else None
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.learnable_sc:
+            return x
+        if self.optimized:  # pool first: cheaper, and the input is pixels
+            return self.shortcut(F.avg_pool2d(x, 2) if self.downsample else x)
+        x = self.shortcut(x)
+        return F.avg_pool2d(x, 2) if self.downsample else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.optimized else F.relu(x)  # (B, Cin, H, W)
+        h = self.conv2(F.relu(self.conv1(h)))  # (B, Cout, H, W)
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)  # (B, Cout, H/2, W/2)
+        return h + self._shortcut(x)
+
+
+class _Attending(nn.Module):
+    def attention_gammas(self) -> dict[str, float]:
+        """Module path -> current gamma of each self-attention layer."""
+        return {
+            name: float(m.gamma.detach()) for name, m in self.named_modules()
+            if isinstance(m, SelfAttention)
+        }
+
+
+class Generator(_Attending):
+    def __init__(self, z_dim: int, num_classes: int, resolution: int, ch: int = 64):
+        super().__init__()
+        self.z_dim, self.num_classes, self.resolution, self.ch = z_dim, num_classes, resolution, ch
+        arch = G_ARCH[resolution]
+        self.in_ch = arch["in"][0] * ch
+        self.linear = sn_linear(z_dim, 4 * 4 * self.in_ch)
+        self.blocks = nn.ModuleList()
+        size = 4
+        for cin, cout in zip(arch["in"], arch["out"], strict=True):
+            self.blocks.append(GBlock(cin * ch, cout * ch, num_classes))
+            size *= 2
+            if size == G_ATTN_SIZE[resolution]:
+                self.blocks.append(SelfAttention(cout * ch))
+        out_ch = arch["out"][-1] * ch
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.conv_out = sn_conv(out_ch, 3)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.linear(z).view(z.shape[0], self.in_ch, 4, 4)  # (B, C0, 4, 4)
+        for block in self.blocks:
+            h = block(h) if isinstance(block, SelfAttention) else block(h, y)  # (B, Ci, Hi, Wi)
+        h = F.relu(self.bn(h))  # (B, Clast, R, R)
+        return torch.tanh(self.conv_out(h))  # (B, 3, R, R)
+
+
+class Discriminator(_Attending):
+    def __init__(self, num_classes: int, resolution: int, ch: int = 64):
+        super().__init__()
+        self.num_classes, self.resolution, self.ch = num_classes, resolution, ch
+        arch = D_ARCH[resolution]
+        self.blocks = nn.ModuleList()
+        cin = 3
+        for i, (mult, down) in enumerate(zip(arch["out"], arch["down"], strict=True)):
+            self.blocks.append(DBlock(cin, mult * ch, down, optimized=i == 0))
+            if i == 0:
+                self.blocks.append(SelfAttention(mult * ch))
+            cin = mult * ch
+        self.linear = sn_linear(cin, 1)
+        self.embed = sn_embedding(num_classes, cin)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = x  # (B, 3, R, R)
+        for block in self.blocks:
+            h = block(h)  # (B, Ci, Hi, Wi)
+        h = F.relu(h).sum(dim=(2, 3))  # (B, C)
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)  # (B,)

@@ -1,0 +1,296 @@
+"""The training loop: hinge loss, TTUR Adam, EMA of G; reports through callbacks, knows no storage."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import build_generator, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data import BatchSampler, DatasetError, build_dataset
+from .losses import d_hinge_loss, g_hinge_loss
+from .models import Discriminator, Generator
+from .sample import grid_png, sample
+
+# Fields that must match between a checkpoint and the config resuming from it (they shape the weights).
+ARCH_FIELDS = ("resolution", "num_classes", "g_ch", "d_ch", "z_dim")
+
+
+class TrainerCallbacks:
+    """Override any of these; the trainer calls them from its own thread, in step order."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
+        pass
+
+    def should_stop(self, step: int) -> bool:
+        return False
+
+    def on_samples(self, step: int, png: bytes) -> None:
+        pass
+
+
+class DivergedError(RuntimeError):
+    def __init__(self, step: int, detail: str = ""):
+        super().__init__(
+            f"training diverged at step {step}: non-finite loss{f' ({detail})' if detail else ''}"
+        )
+        self.step = step
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped: bool
+    last_checkpoint: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model for parameters; buffers (BN stats, SN vectors) copied."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path | str,
+        callbacks: TrainerCallbacks | None = None,
+        evaluator: Callable[[int, torch.nn.Module], dict[str, float]] | None = None,
+    ):
+        config.validate()
+        self.config = config.resolved()
+        self.run_dir = Path(run_dir)
+        self.callbacks = callbacks or TrainerCallbacks()
+        self.evaluate_fn = evaluator
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.dataset = build_dataset(cfg)
+        cfg.num_classes = self.dataset.num_classes
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.sampler = BatchSampler(self.dataset, cfg.batch_size, self.device, self.data_gen)
+        self.G: Generator = build_generator(cfg).to(self.device)
+        self.D = Discriminator(cfg.num_classes, cfg.resolution, cfg.d_ch).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        for p in self.G_ema.parameters():
+            p.requires_grad_(False)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, eps=1e-6)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, eps=1e-6)
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if cfg.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        self.step = 0
+        self.best_fid = math.inf
+        self.last_checkpoint: Path | None = None
+        self.best_checkpoint: Path | None = None
+        self._saved_step = -1
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        saved = ckpt["config"]
+        for name in ARCH_FIELDS:
+            if saved.get(name) != getattr(self.config, name):
+                raise ConfigError(
+                    name,
+                    f"checkpoint {path} was trained with {name}={saved.get(name)!r}, "
+                    f"the config says {getattr(self.config, name)!r}",
+                )
+        self.G.load_state_dict(ckpt["G"])
+        self.D.load_state_dict(ckpt["D"])
+        self.G_ema.load_state_dict(ckpt["G_ema"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+        self.step = int(ckpt["step"])
+        self.best_fid = float(ckpt.get("best_fid", math.inf))
+        restore_rng(ckpt["rng"], self.data_gen)
+        self.last_checkpoint = Path(path)
+        self._saved_step = self.step
+
+    # -- one step: the seam for a later fast path (compile, channels_last, fused optimisers) -------
+
+    def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        B = self.config.batch_size
+        z = torch.randn(B, self.config.z_dim, device=self.device)  # (B, Z)
+        y = torch.randint(0, self.config.num_classes, (B,), device=self.device)  # (B,)
+        return z, y
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """d_steps discriminator updates, then one generator update; returns detached statistics."""
+        cfg, G, D = self.config, self.G, self.D
+        D.requires_grad_(True)
+        for _ in range(cfg.d_steps):
+            x_real, y_real = self.sampler.next()  # (B, 3, R, R), (B,)
+            z, y_fake = self._latent()
+            with torch.no_grad(), self.autocast:
+                x_fake = G(z, y_fake)  # (B, 3, R, R)
+            with self.autocast:
+                logits = D(torch.cat([x_real, x_fake]), torch.cat([y_real, y_fake])).float()
+            real_logits, fake_logits = logits.chunk(2)  # (B,), (B,)
+            d_loss = d_hinge_loss(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+        D.requires_grad_(False)  # no D weight gradients during the G step
+        z, y_fake = self._latent()
+        with self.autocast:
+            g_logits = D(G(z, y_fake), y_fake).float()
+        g_loss = g_hinge_loss(g_logits)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        D.requires_grad_(True)
+        return {
+            "d_loss": d_loss.detach(),
+            "g_loss": g_loss.detach(),
+            "d_real": real_logits.detach().mean(),
+            "d_fake": fake_logits.detach().mean(),
+        }
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, resume_from: Path | str | None = None) -> TrainResult:
+        self._setup()
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            self._resume(Path(resume_from))
+        self.G.train()
+        self.D.train()
+        sums: dict[str, float] = {}
+        window, t0 = 0, time.perf_counter()
+
+        while self.step < cfg.steps:
+            if self.callbacks.should_stop(self.step):
+                if self._saved_step != self.step:
+                    self._save({"latest"})
+                return TrainResult(self.step, True, self.last_checkpoint)
+            stats = self.train_step()
+            values = {k: float(v) for k, v in stats.items()}  # one host sync per step
+            self.step += 1
+            bad = [k for k in ("d_loss", "g_loss") if not math.isfinite(values[k])]
+            if bad:
+                raise DivergedError(self.step, ", ".join(f"{k}={values[k]}" for k in bad))
+            if self.step <= cfg.ema_start:
+                ema_update(self.G_ema, self.G, 0.0)  # copy G until EMA starts
+            else:
+                ema_update(self.G_ema, self.G, cfg.ema_decay)
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            window += 1
+
+            step, final = self.step, self.step == cfg.steps
+            if step % cfg.log_every == 0 or final:
+                elapsed = time.perf_counter() - t0
+                metrics = {k: v / window for k, v in sums.items()}
+                metrics.update(self._gamma_metrics())
+                metrics["images_per_s"] = window * cfg.batch_size * cfg.d_steps / max(elapsed, 1e-9)
+                metrics["lr_g"] = self.opt_g.param_groups[0]["lr"]
+                metrics["lr_d"] = self.opt_d.param_groups[0]["lr"]
+                self._emit_metrics(step, metrics)
+                sums, window, t0 = {}, 0, time.perf_counter()
+            if cfg.sample_every and (step % cfg.sample_every == 0 or final):
+                self._samples(step)
+            tags = set()
+            if cfg.eval_every and self.evaluate_fn and (step % cfg.eval_every == 0 or final):
+                results = {k: float(v) for k, v in self.evaluate_fn(step, self.G_ema).items()}
+                self._emit_metrics(step, results)
+                if results.get("fid", math.inf) < self.best_fid:
+                    self.best_fid = results["fid"]
+                    tags.add("best")
+            if final:
+                tags |= {"final"}
+            if tags or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                self._save({"latest"} | tags)
+        if self._saved_step != self.step:
+            self._save({"latest", "final"})  # e.g. resumed from a checkpoint already at `steps`
+        return TrainResult(self.step, False, self.last_checkpoint)
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _gamma_metrics(self) -> dict[str, float]:
+        out = {}
+        for prefix, model in (("gamma_g", self.G), ("gamma_d", self.D)):
+            gammas = model.attention_gammas()
+            for name, value in gammas.items():
+                out[prefix if len(gammas) == 1 else f"{prefix}/{name}"] = value
+        return out
+
+    def _emit_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.callbacks.on_metrics(step, metrics)
+
+    def _samples(self, step: int) -> None:
+        n_cls = self.config.num_classes
+        rows = sorted({round(i * (n_cls - 1) / 9) for i in range(10)}) if n_cls > 10 else range(n_cls)
+        per_row = 8
+        classes = [c for c in rows for _ in range(per_row)]
+        png = grid_png(sample(self.G_ema, classes, len(classes), seed=0), nrow=per_row)
+        out = self.run_dir / "samples" / f"step-{step:07d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(png)
+        self.callbacks.on_samples(step, png)
+
+    def _save(self, tags: set[str]) -> Path:
+        """Save the current state; keep only this, the previous latest's successor and the best."""
+        path = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+        save_checkpoint(
+            path,
+            G=self.G.state_dict(),
+            D=self.D.state_dict(),
+            G_ema=self.G_ema.state_dict(),
+            opt_g=self.opt_g.state_dict(),
+            opt_d=self.opt_d.state_dict(),
+            step=self.step,
+            best_fid=self.best_fid,
+            rng=capture_rng(self.data_gen),
+            config=self.config.to_dict(),
+            class_names=list(self.dataset.class_names),
+        )
+        self.callbacks.on_checkpoint(self.step, path, set(tags))
+        previous = self.last_checkpoint
+        self.last_checkpoint, self._saved_step = path, self.step
+        if "best" in tags:
+            if self.best_checkpoint not in (None, path, previous):
+                self.best_checkpoint.unlink(missing_ok=True)
+            self.best_checkpoint = path
+        # Old checkpoints of this run dir go once a newer one is handed over (they can be ~1 GB each).
+        if previous is not None and previous != path and previous != self.best_checkpoint:
+            if previous.parent == path.parent:
+                previous.unlink(missing_ok=True)
+        return path
+
+
+__all__ = ["DivergedError", "TrainResult", "Trainer", "TrainerCallbacks", "DatasetError"]
