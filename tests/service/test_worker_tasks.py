@@ -16,8 +16,9 @@ from store.migrate import upgrade
 from store.models import Checkpoint, Job, utcnow
 from store.settings import get_settings
 from store.storage import storage_from_settings
+from worker.evaluation import resolve_inception_weights
 from worker.reaper import reap_stale
-from worker.tasks import train_job
+from worker.tasks import evaluate_job, train_job
 
 TINY = {
     "dataset": "digits",
@@ -39,12 +40,24 @@ def service(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return embedded_env
 
 
-def new_job(config: dict, kind: str = "train") -> str:
+def new_job(config: dict, kind: str = "train", model_id: str | None = None) -> str:
     with session_scope() as session:
         job, _ = jobs.create_job(
-            session, owner="alice", kind=kind, config=config, total_steps=config.get("steps", 0)
+            session,
+            owner="alice",
+            kind=kind,
+            config=config,
+            total_steps=config.get("steps", 0),
+            model_id=model_id,
         )
         return job.id
+
+
+def use_inception_weights(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from conftest import reset_service_caches
+
+    monkeypatch.setenv("SAGAN_INCEPTION_WEIGHTS", value)
+    reset_service_caches()
 
 
 def job_row(job_id: str) -> Job:
@@ -169,3 +182,50 @@ def test_retried_job_resumes_from_its_checkpoint(service: Path) -> None:
     assert steps == [2, 4]
     assert models["latest"].step == 4
     assert run_dirs_left(service) == []
+
+
+def test_evaluate_job_without_inception_weights_fails_at_once_naming_the_setting(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained = new_job({**TINY, "steps": 2, "checkpoint_every": 2})
+    assert train_job(trained) == "succeeded"
+    with session_scope() as session:
+        model_id = job_models(session, trained)["latest"].id
+    use_inception_weights(monkeypatch, "models/inception.pth")
+    job_id = new_job({"model_id": model_id, "samples": 64}, kind="evaluate", model_id=model_id)
+
+    assert evaluate_job(job_id) == "failed"
+
+    job = job_row(job_id)
+    assert job.error.startswith("evaluation failed: ")
+    assert "SAGAN_INCEPTION_WEIGHTS='models/inception.pth'" in job.error
+    with session_scope() as session:
+        assert read_metrics(session, job_id) == {}
+
+
+def test_train_job_that_evaluates_without_weights_fails_before_training(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_inception_weights(monkeypatch, str(service / "no-such-weights.pth"))
+    job_id = new_job({**TINY, "steps": 4, "eval_every": 2})
+
+    assert train_job(job_id) == "failed"
+
+    job = job_row(job_id)
+    assert "SAGAN_INCEPTION_WEIGHTS" in job.error and job.step == 0
+    with session_scope() as session:
+        assert latest_checkpoint(session, job_id) is None
+
+
+def test_inception_weights_given_as_storage_key_are_fetched_once(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_inception_weights(monkeypatch, "models/weights-inception.pth")
+    storage = storage_from_settings(get_settings())
+    storage.put_bytes("models/weights-inception.pth", b"not really weights")
+
+    path = resolve_inception_weights(get_settings(), storage)
+    assert path == service.resolve() / "inception" / "weights-inception.pth"
+    assert path.read_bytes() == b"not really weights"
+    (storage.root / "models" / "weights-inception.pth").unlink()
+    assert resolve_inception_weights(get_settings(), storage) == path  # the local copy is reused
