@@ -163,12 +163,19 @@ def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     migrate: Annotated[bool, typer.Option(help="Run migrations before serving.")] = True,
+    reap_every: Annotated[
+        float, typer.Option(help="Seconds between reaper passes; 0 turns the reaper off.")
+    ] = 60.0,
 ) -> None:
     """Run the API alone (the distributed API container); workers run elsewhere."""
     _logging()
     settings = _settings()
     if migrate:
         _migrate(settings)
+    if reap_every > 0:  # guarded transitions: several API replicas reaping at once is harmless
+        from worker.reaper import start_reaper_thread
+
+        start_reaper_thread(settings, reap_every)
     _uvicorn(host, port)
 
 

@@ -1,0 +1,33 @@
+"""The `sagan` command: its own subcommands and the core's, passed through."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from servicekit import SAGAN, service_env
+from sqlalchemy import create_engine, inspect
+
+
+def sagan(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SAGAN, *args], capture_output=True, text=True, timeout=120, env=env or service_env()
+    )
+
+
+def test_core_commands_are_forwarded_with_their_own_help() -> None:
+    out = sagan("train", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "--resolution" in out.stdout and "--batch-size" in out.stdout
+    bad = sagan("pack")
+    assert bad.returncode == 2 and "--resolution" in bad.stderr
+
+
+def test_db_upgrade_then_reap_on_an_embedded_data_dir(tmp_path: Path) -> None:
+    env = service_env(SAGAN_DATA_DIR=str(tmp_path))
+    assert sagan("db", "upgrade", env=env).returncode == 0
+    tables = inspect(create_engine(f"sqlite:///{tmp_path / 'sagan.db'}")).get_table_names()
+    assert {"jobs", "metrics", "checkpoints", "models"} <= set(tables)
+    out = sagan("reap", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "requeued 0 job(s)" in out.stdout
