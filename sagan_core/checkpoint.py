@@ -1,4 +1,4 @@
-"""Checkpoints: one torch.save dict of plain tensors, numbers, strings, lists and dicts (weights_only-safe)."""
+"""Checkpoints: one torch.save dict of tensors, numbers, strings, lists, dicts (weights_only)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def load_checkpoint(path: str | Path | IO[bytes], map_location: Any = "cpu") -> 
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version != FORMAT_VERSION:
-        raise ValueError(f"checkpoint {path}: format version {version!r}, expected {FORMAT_VERSION}")
+        raise ValueError(
+            f"checkpoint {path}: format version {version!r}, expected {FORMAT_VERSION}"
+        )
     return ckpt
 
 
@@ -50,7 +52,7 @@ def load_generator(
     return G.to(device).eval(), cfg, list(ckpt["class_names"])
 
 
-# RNG states as weights_only-safe values (numpy's state tuple holds an ndarray: store it as a tensor).
+# RNG states as weights_only-safe values (numpy's state holds an ndarray: stored as a tensor).
 
 
 def capture_rng(data_generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -76,8 +78,13 @@ def restore_rng(state: dict[str, Any], data_generator: torch.Generator | None = 
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     n = state["numpy"]
     np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-         n["cached_gaussian"])
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))

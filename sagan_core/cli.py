@@ -1,4 +1,4 @@
-"""Command line: `python -m sagan_core train|sample|pack` (argparse; the service's typer CLI forwards here)."""
+"""Command line: `python -m sagan_core train|sample|pack`; the service's typer CLI forwards here."""
 
 from __future__ import annotations
 
@@ -30,30 +30,43 @@ class _Parser(argparse.ArgumentParser):
 class _ProgressCallbacks(TrainerCallbacks):
     """A tqdm bar: steps, it/s, ETA, and the latest losses in the postfix."""
 
-    def __init__(self, total: int, initial: int = 0):
-        from tqdm import tqdm
+    def __init__(self, total: int):
+        self.total, self.bar = total, None  # the bar appears once training starts
 
-        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+    def _advance(self, step: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True)
+        self.bar.update(step - self.bar.n)
 
     def should_stop(self, step: int) -> bool:
-        self.bar.update(step - self.bar.n)
+        self._advance(step)
         return False
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.bar.update(step - self.bar.n)
+        self._advance(step)
         keys = ("d_loss", "g_loss", "images_per_s", "fid")
         self.bar.set_postfix({k: f"{metrics[k]:.3g}" for k in keys if k in metrics})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
+        base = next(
+            (a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name]
+        )
         if base is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            p.add_argument(flag, type=base, default=None, help=HELP.get(f.name, f"default {f.default}"))
+            p.add_argument(
+                flag, type=base, default=None, help=HELP.get(f.name, f"default {f.default}")
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
     t.add_argument("--config", type=Path, help="JSON file of config fields (flags override it)")
     t.add_argument("--run-dir", type=Path, help="output directory (default runs/<dataset>)")
-    t.add_argument("--resume", action="store_true", help="resume from the run dir's latest checkpoint")
+    t.add_argument(
+        "--resume", action="store_true", help="resume from the run dir's latest checkpoint"
+    )
 
     s = sub.add_parser("sample", help="render a PNG grid from a checkpoint")
     s.add_argument("--checkpoint", type=Path, required=True)
@@ -102,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = Trainer(cfg, run_dir, callbacks=progress).run(resume_from=resume)
     finally:
-        progress.bar.close()
+        progress.close()
     print(f"step {result.step}: checkpoint {result.last_checkpoint}")
     return 0
 

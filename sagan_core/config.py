@@ -1,4 +1,4 @@
-"""The one training configuration: a plain dataclass the API validates and the worker passes through."""
+"""The one training configuration: a dataclass the API validates and the worker passes through."""
 
 from __future__ import annotations
 
@@ -21,9 +21,37 @@ PRESET_CH = {
     "paper": {32: 64, 64: 64, 128: 64, 256: 64},
     "tiny": {32: 8, 64: 8, 128: 8, 256: 8},
 }
-# The tiny preset trains for minutes, not days: the paper's EMA (0.9999 from step 1000) would still be
-# mostly the initial weights, so tiny replaces the EMA fields when they still hold their defaults.
+# The tiny preset trains for minutes, not days: the paper's EMA (0.9999 from step 1000) would
+# still be mostly the initial weights, so tiny replaces the EMA fields still at their defaults.
 TINY_EMA = {"ema_decay": 0.995, "ema_start": 200}
+
+
+# Architecture tables live here (not in models) so that validating a config never imports torch.
+# Channel multipliers of ch per block, as in the SAGAN/BigGAN code. G: input and output channels
+# of each up-block (4x4 -> 8 -> ... -> R); D: output channels of each down-block and whether it
+# halves the size.
+G_ARCH = {
+    32: {"in": [4, 4, 4], "out": [4, 4, 4]},
+    64: {"in": [16, 16, 8, 4], "out": [16, 8, 4, 2]},
+    128: {"in": [16, 16, 8, 4, 2], "out": [16, 8, 4, 2, 1]},
+    256: {"in": [16, 16, 8, 8, 4, 2], "out": [16, 8, 8, 4, 2, 1]},
+}
+D_ARCH = {
+    32: {"out": [4, 4, 4, 4], "down": [True, True, False, False]},
+    64: {"out": [1, 2, 4, 8, 16], "down": [True, True, True, True, False]},
+    128: {"out": [1, 2, 4, 8, 16, 16], "down": [True, True, True, True, True, False]},
+    256: {"out": [1, 2, 4, 8, 8, 16, 16], "down": [True] * 6 + [False]},
+}
+# Spatial size at which G attends: 64x64 at 128px and 256px, 32x32 at 64px, 16x16 at 32px.
+G_ATTN_SIZE = {32: 16, 64: 32, 128: 64, 256: 64}
+
+
+def attention_channels(resolution: int, g_ch: int, d_ch: int) -> tuple[int, int]:
+    """Channels seen by the G and D attention layers (each must be divisible by 8)."""
+    g_block = (
+        G_ATTN_SIZE[resolution].bit_length() - 4
+    )  # index of the block whose output is that size
+    return G_ARCH[resolution]["out"][g_block] * g_ch, D_ARCH[resolution]["out"][0] * d_ch
 
 
 class ConfigError(ValueError):
@@ -68,7 +96,7 @@ class TrainConfig:
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) ]
+        return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_dict(cls, d: typing.Mapping[str, typing.Any]) -> TrainConfig:
@@ -120,8 +148,6 @@ class TrainConfig:
             v = getattr(self, name)
             need(v is None or v >= 1, name, "must be >= 1")
         if self.resolution in RESOLUTIONS:
-            from .models import attention_channels
-
             r = self.resolved()
             g_attn, d_attn = attention_channels(r.resolution, r.g_ch, r.d_ch)
             need(g_attn % 8 == 0, "g_ch", f"gives {g_attn} attention channels, not divisible by 8")
@@ -153,7 +179,7 @@ class TrainConfig:
         return self
 
     def resolved(self) -> TrainConfig:
-        """A copy with preset, widths, class count (when fixed) and preset EMA defaults filled in."""
+        """A copy with preset, widths, class count (when fixed) and preset EMA defaults filled."""
         out = dataclasses.replace(self)
         if out.preset is None:
             out.preset = "tiny" if out.dataset == "digits" else "paper"

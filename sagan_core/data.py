@@ -1,4 +1,4 @@
-"""Datasets as uint8 image tensors (or a packed memmap) plus labels, a registry of them, and a sampler."""
+"""Datasets as uint8 image tensors (or a packed memmap) with labels, their registry, a sampler."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PACK_MAGIC = b"SAGANPK1"
 
 
 class DatasetError(ValueError):
-    """A dataset that cannot be used as configured; the message says what is wrong and what to do."""
+    """A dataset that cannot be used as configured; the message says what is wrong, what to do."""
 
 
 @dataclass
@@ -54,7 +54,7 @@ def register_dataset(name: str):
 
 
 def build_dataset(cfg: TrainConfig | Mapping[str, Any] | None = None, **fields) -> ImageDataset:
-    """Build the configured dataset; accepts a TrainConfig, a config dict, or config fields as kwargs."""
+    """Build the dataset from a TrainConfig, a config dict, or config fields as kwargs."""
     if cfg is None:
         cfg = TrainConfig.from_dict(fields)
     elif isinstance(cfg, Mapping):
@@ -78,8 +78,11 @@ def _resize_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     out = []
     for chunk in images.split(1024):
         x = F.interpolate(
-            chunk.float(), size=(resolution, resolution), mode="bilinear",
-            align_corners=False, antialias=chunk.shape[-1] > resolution,
+            chunk.float(),
+            size=(resolution, resolution),
+            mode="bilinear",
+            align_corners=False,
+            antialias=chunk.shape[-1] > resolution,
         )
         out.append(x.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out)
@@ -204,7 +207,9 @@ def _packed(cfg: TrainConfig) -> ImageDataset:
     path = Path(cfg.data_root)
     name = f"packed:{path}"
     if not path.is_file():
-        raise DatasetError(f"dataset '{name}' not found; create it with `sagan pack FOLDER -o FILE`")
+        raise DatasetError(
+            f"dataset '{name}' not found; create it with `sagan pack FOLDER -o FILE`"
+        )
     with open(path, "rb") as f:
         if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
             raise DatasetError(f"dataset '{name}' is not a packed dataset file")
@@ -218,10 +223,12 @@ def _packed(cfg: TrainConfig) -> ImageDataset:
     count, r = header["count"], header["resolution"]
     offset = len(PACK_MAGIC) + 4 + n
     labels = np.fromfile(path, dtype="<i8", count=count, offset=offset)
-    images = np.memmap(path, dtype=np.uint8, mode="r", offset=offset + 8 * count,
-                       shape=(count, 3, r, r))
-    return ImageDataset(name, images, torch.from_numpy(labels.astype(np.int64)),
-                        header["class_names"])
+    images = np.memmap(
+        path, dtype=np.uint8, mode="r", offset=offset + 8 * count, shape=(count, 3, r, r)
+    )
+    return ImageDataset(
+        name, images, torch.from_numpy(labels.astype(np.int64)), header["class_names"]
+    )
 
 
 @register_dataset("synthetic")
@@ -242,11 +249,17 @@ class BatchSampler:
     """Random batches (with replacement) as float images in [-1, 1] on `device`.
 
     Tensors that fit (< `device_bytes`) are kept on the device as uint8 so a batch is one gather;
-    memmaps are gathered on the host. Indices come from `generator` (CPU), whose state a checkpoint keeps.
+    memmaps are gathered on the host. Indices come from `generator` (CPU), which checkpoints keep.
     """
 
-    def __init__(self, dataset: ImageDataset, batch_size: int, device: torch.device,
-                 generator: torch.Generator, device_bytes: int = 4 << 30):
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        device: torch.device,
+        generator: torch.Generator,
+        device_bytes: int = 4 << 30,
+    ):
         self.batch_size, self.device, self.generator = batch_size, device, generator
         self.n = len(dataset)
         images = dataset.images

@@ -9,7 +9,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 
 def _sn(module: nn.Module) -> nn.Module:
-    # Orthogonal init before wrapping: spectral_norm runs its first power iterations on these weights.
+    # Orthogonal init before wrapping: spectral_norm runs its first power iterations on it.
     nn.init.orthogonal_(module.weight)
     if getattr(module, "bias", None) is not None:
         nn.init.zeros_(module.bias)

@@ -1,4 +1,4 @@
-"""Hinge loss, as in SAGAN: D pushes real logits above +1 and fake below -1; G raises fake logits."""
+"""Hinge loss as in SAGAN: D pushes real logits above +1, fake below -1; G raises fake logits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SAGAN generator and discriminator: residual BigGAN-style blocks with one self-attention layer each."""
+"""SAGAN generator and discriminator: residual BigGAN-style blocks, one attention layer each."""
 
 from __future__ import annotations
 
@@ -6,30 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import D_ARCH, G_ARCH, G_ATTN_SIZE, attention_channels  # noqa: F401
 from .layers import ConditionalBatchNorm2d, SelfAttention, sn_conv, sn_embedding, sn_linear
-
-# Channel multipliers of ch per block, as in the SAGAN/BigGAN code. G: input and output channels of each
-# up-block (4x4 -> 8 -> ... -> R); D: output channels of each down-block and whether it halves the size.
-G_ARCH = {
-    32: {"in": [4, 4, 4], "out": [4, 4, 4]},
-    64: {"in": [16, 16, 8, 4], "out": [16, 8, 4, 2]},
-    128: {"in": [16, 16, 8, 4, 2], "out": [16, 8, 4, 2, 1]},
-    256: {"in": [16, 16, 8, 8, 4, 2], "out": [16, 8, 8, 4, 2, 1]},
-}
-D_ARCH = {
-    32: {"out": [4, 4, 4, 4], "down": [True, True, False, False]},
-    64: {"out": [1, 2, 4, 8, 16], "down": [True, True, True, True, False]},
-    128: {"out": [1, 2, 4, 8, 16, 16], "down": [True, True, True, True, True, False]},
-    256: {"out": [1, 2, 4, 8, 8, 16, 16], "down": [True] * 6 + [False]},
-}
-# Spatial size at which G attends: 64x64 at 128px and 256px, 32x32 at 64px, 16x16 at 32px.
-G_ATTN_SIZE = {32: 16, 64: 32, 128: 64, 256: 64}
-
-
-def attention_channels(resolution: int, g_ch: int, d_ch: int) -> tuple[int, int]:
-    """Channels seen by the G and D attention layers (each must be divisible by 8)."""
-    g_block = G_ATTN_SIZE[resolution].bit_length() - 4  # index of the block whose output is that size
-    return G_ARCH[resolution]["out"][g_block] * g_ch, D_ARCH[resolution]["out"][0] * d_ch
 
 
 class GBlock(nn.Module):
@@ -80,7 +58,8 @@ class _Attending(nn.Module):
     def attention_gammas(self) -> dict[str, float]:
         """Module path -> current gamma of each self-attention layer."""
         return {
-            name: float(m.gamma.detach()) for name, m in self.named_modules()
+            name: float(m.gamma.detach())
+            for name, m in self.named_modules()
             if isinstance(m, SelfAttention)
         }
 

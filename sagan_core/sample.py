@@ -12,9 +12,9 @@ from PIL import Image
 def truncated_normal(shape: tuple[int, ...], truncation: float, generator: torch.Generator):
     """N(0, 1) conditioned on |z| <= truncation, drawn exactly by inverse CDF in float64.
 
-    This is BigGAN's truncation trick (resampling values outside [-t, t]) in one pass, so the draw is a
-    pure function of the generator state. t = 1.0 keeps the central 68% of the normal (a mild trade of
-    diversity for fidelity); t >= 10 is indistinguishable from no truncation.
+    This is BigGAN's truncation trick (resampling values outside [-t, t]) in one pass, so the draw
+    is a pure function of the generator state. t = 1.0 keeps the central 68% of the normal (a mild
+    trade of diversity for fidelity); t >= 10 is indistinguishable from no truncation.
     """
     if not truncation > 0:
         raise ValueError(f"truncation must be > 0 (got {truncation})")
@@ -67,7 +67,7 @@ def sample(
 
 
 def grid_png(images: torch.Tensor, nrow: int | None = None, padding: int = 0) -> bytes:
-    """(n, H, W, 3) uint8 -> PNG bytes of a grid with `nrow` images per row (default ceil(sqrt(n)))."""
+    """(n, H, W, 3) uint8 -> PNG bytes of a grid, `nrow` images per row (default ceil(sqrt(n)))."""
     n, h, w, c = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)

@@ -1,4 +1,4 @@
-"""The training loop: hinge loss, TTUR Adam, EMA of G; reports through callbacks, knows no storage."""
+"""The training loop: hinge loss, TTUR Adam, EMA of G; reports via callbacks, knows no storage."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .losses import d_hinge_loss, g_hinge_loss
 from .models import Discriminator, Generator
 from .sample import grid_png, sample
 
-# Fields that must match between a checkpoint and the config resuming from it (they shape the weights).
+# Fields that must match between a checkpoint and the config resuming it (they shape weights).
 ARCH_FIELDS = ("resolution", "num_classes", "g_ch", "d_ch", "z_dim")
 
 
@@ -65,7 +65,7 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * model for parameters; buffers (BN stats, SN vectors) copied."""
+    """ema = decay * ema + (1 - decay) * model on parameters; buffers (BN stats, SN u/v) copied."""
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p, 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers(), strict=True):
@@ -254,7 +254,9 @@ class Trainer:
 
     def _samples(self, step: int) -> None:
         n_cls = self.config.num_classes
-        rows = sorted({round(i * (n_cls - 1) / 9) for i in range(10)}) if n_cls > 10 else range(n_cls)
+        rows = (
+            sorted({round(i * (n_cls - 1) / 9) for i in range(10)}) if n_cls > 10 else range(n_cls)
+        )
         per_row = 8
         classes = [c for c in rows for _ in range(per_row)]
         png = grid_png(sample(self.G_ema, classes, len(classes), seed=0), nrow=per_row)
@@ -286,7 +288,7 @@ class Trainer:
             if self.best_checkpoint not in (None, path, previous):
                 self.best_checkpoint.unlink(missing_ok=True)
             self.best_checkpoint = path
-        # Old checkpoints of this run dir go once a newer one is handed over (they can be ~1 GB each).
+        # Old checkpoints of this run dir go once a newer one is handed over (~1 GB each at 128px).
         if previous is not None and previous != path and previous != self.best_checkpoint:
             if previous.parent == path.parent:
                 previous.unlink(missing_ok=True)

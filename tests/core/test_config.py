@@ -33,7 +33,9 @@ def test_each_bad_value_names_its_field(field, value):
 
 
 def test_resolution_message_lists_allowed_values():
-    with pytest.raises(ConfigError, match=r"resolution: must be one of 32, 64, 128, 256 \(got 100\)"):
+    with pytest.raises(
+        ConfigError, match=r"resolution: must be one of 32, 64, 128, 256 \(got 100\)"
+    ):
         TrainConfig(resolution=100).validate()
 
 

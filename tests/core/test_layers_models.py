@@ -58,7 +58,9 @@ def test_generator_and_discriminator_shapes_and_attention_placement(resolution, 
     for name, net in (("g", G), ("d", D)):
         for m in net.modules():
             if isinstance(m, SelfAttention):
-                m.register_forward_pre_hook(lambda m, args, name=name: seen.update({name: args[0].shape}))
+                m.register_forward_pre_hook(
+                    lambda m, args, name=name: seen.update({name: args[0].shape})
+                )
     y = torch.tensor([0, 4])
     x = G(torch.randn(2, 16), y)
     logits = D(x, y)

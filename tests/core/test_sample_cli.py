@@ -1,0 +1,81 @@
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from sagan_core.cli import main
+from sagan_core.models import Generator
+from sagan_core.sample import grid_png, sample, truncated_normal
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, num_classes=4, resolution=32, ch=2).eval()
+    with torch.no_grad():  # untrained class gains are all 1: make the classes differ
+        for name, p in G.named_parameters():
+            if name.endswith("gain.weight"):
+                p.normal_(1.0, 0.3)
+    return G
+
+
+def test_same_arguments_give_identical_png_bytes(generator):
+    a = grid_png(sample(generator, 2, 6, seed=11, truncation=0.8))
+    b = grid_png(sample(generator, 2, 6, seed=11, truncation=0.8))
+    assert a == b
+
+
+def test_different_seed_or_class_gives_different_images(generator):
+    base = sample(generator, 2, 4, seed=11)
+    assert base.shape == (4, 32, 32, 3) and base.dtype == torch.uint8
+    assert not torch.equal(base, sample(generator, 2, 4, seed=12))
+    assert not torch.equal(base, sample(generator, 1, 4, seed=11))
+
+
+def test_truncation_bounds_latents_and_rejects_non_positive_values():
+    z = truncated_normal((10000,), 0.5, torch.Generator().manual_seed(0))
+    assert z.abs().max() <= 0.5 and z.std() > 0.2
+    wide = truncated_normal((10000,), 10.0, torch.Generator().manual_seed(0))
+    assert 0.95 < float(wide.std()) < 1.05
+    with pytest.raises(ValueError, match="truncation"):
+        truncated_normal((3,), 0.0, torch.Generator())
+
+
+def test_grid_png_has_expected_size(generator):
+    png = grid_png(sample(generator, [0, 1, 2], 6, seed=0), nrow=3)
+    assert Image.open(io.BytesIO(png)).size == (3 * 32, 2 * 32)
+
+
+def test_cli_trains_then_samples_a_png_by_class_name(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--resolution", "32", "--steps", "2", "--batch-size",
+            "4", "--g-ch", "2", "--d-ch", "2", "--z-dim", "8", "--log-every", "1",
+            "--sample-every", "0", "--device", "cpu", "--run-dir", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv[:6] + ["4"] + argv[7:] + ["--resume"]) == 0  # continue the run to step 4
+    ckpt = run / "checkpoints" / "step-0000004.pt"
+    assert ckpt.exists() and not (run / "checkpoints" / "step-0000002.pt").exists()
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(ckpt), "--class", "3", "--n", "6", "--nrow", "3",
+                 "-o", str(out)]) == 0  # fmt: skip
+    assert Image.open(out).size == (96, 64)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--resolution", "100"], "resolution: must be one of 32, 64, 128, 256"),
+        (["train", "--steps", "many"], "invalid int value"),
+        (
+            ["train", "--dataset", "folder", "--data-root", "/nonexistent/x"],
+            "folder:/nonexistent/x",
+        ),
+        (["sample", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
+    ],
+)
+def test_cli_errors_exit_2_with_a_one_line_message(argv, message, capsys, tmp_path):
+    assert main(argv + (["--run-dir", str(tmp_path)] if argv[0] == "train" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
