@@ -183,17 +183,18 @@ def evaluate_job(job_id: str, settings: Settings | None = None) -> str | None:
     try:
         from worker.evaluation import evaluate_model
 
-        model_id = row["model_id"] or row["config"].get("model_id")
-        with session_scope() as session:
-            model = session.get(Model, model_id) if model_id else None
-            if model is None:
-                raise LookupError(f"model {model_id!r} not found")
-            key, step = model.checkpoint_key, model.step
+        config = row["config"]
+        key, step = config.get("checkpoint_key"), config.get("model_step")
+        if not key:  # no snapshot in the job: the model's current checkpoint
+            model_id = row["model_id"] or config.get("model_id")
+            with session_scope() as session:
+                model = session.get(Model, model_id) if model_id else None
+                if model is None:
+                    raise LookupError(f"model {model_id!r} not found")
+                key, step = model.checkpoint_key, model.step
         checkpoint = run_dir / "model.pt"
         storage.download(key, checkpoint)
-        results = evaluate_model(
-            checkpoint, row["config"], settings, storage, resolve_device(settings)
-        )
+        results = evaluate_model(checkpoint, config, settings, storage, resolve_device(settings))
         with session_scope() as session:
             write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])
             jobs.heartbeat(session, job_id, worker, step=step)
