@@ -19,6 +19,14 @@ if ! up "$MOTO_PORT"; then
   mkdir -p .cache
   nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >.cache/moto.log 2>&1 &
 fi
+# docker-compose (1.29, no engine needed) validates docker-compose.yml in the tests.
+if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing docker-compose (Debian package) to validate docker-compose.yml"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1; } ||
+    echo "could not install docker-compose; the compose test will skip" >&2
+fi
 for _ in $(seq 1 50); do
   if up 5432 && up 6379 && up "$MOTO_PORT"; then exit 0; fi
   sleep 0.2
