@@ -42,13 +42,10 @@ def free_port() -> int:
 
 
 def reset_service_caches() -> None:
-    """Settings, engine and storage are cached per process; tests that change env reset them."""
-    from store.db import get_engine, get_sessionmaker
-    from store.queue import get_celery
-    from store.settings import get_settings
+    """Settings, engine and Celery app are cached per process; tests that change env reset them."""
+    from store import reset_caches
 
-    for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
-        cached.cache_clear()
+    reset_caches()
 
 
 @pytest.fixture(autouse=True, scope="session")

