@@ -96,6 +96,9 @@ class TrainConfig:
     sample_every: int = 1000
     eval_every: int = 0
     eval_samples: int = 5000
+    # Reference statistics use at most this many real images (a seeded subset), as the usual
+    # 50k-image ImageNet statistics do; small data sets use all of theirs.
+    eval_reference_samples: int = 50000
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
@@ -175,6 +178,7 @@ class TrainConfig:
         for name in ("checkpoint_every", "sample_every", "eval_every"):
             need(getattr(self, name) >= 0, name, "must be >= 0 (0 turns it off)")
         need(self.eval_samples >= 1, "eval_samples", "must be >= 1")
+        need(self.eval_reference_samples >= 2, "eval_reference_samples", "must be >= 2")
         need(self.seed >= 0, "seed", "must be >= 0")
         dev = self.device
         need(

@@ -640,6 +640,26 @@ def evaluate_generator(
     return EvaluationResult(out, hit)
 
 
+def reference_subset(
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | None,
+    max_count: int,
+    seed: int = 0,
+) -> tuple[torch.Tensor | np.ndarray, torch.Tensor | None]:
+    """At most `max_count` real images, a seeded random subset in index order.
+
+    Random rather than the first N: folder data sets are sorted by class, so a prefix would hold
+    only the first classes.
+    """
+    n = len(images)
+    if n <= max_count:
+        return images, labels
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[:max_count].sort().values
+    picked = images[idx] if isinstance(images, torch.Tensor) else images[idx.numpy()]
+    return picked, (labels[idx] if labels is not None else None)
+
+
 def make_evaluator(
     reference_images: torch.Tensor | Iterable[torch.Tensor],
     reference_key: str,

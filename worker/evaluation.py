@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_SETTING = "SAGAN_INCEPTION_WEIGHTS"
 EVAL_METRICS = ("is", "fid", "kid")
-TRAIN_EVAL_METRICS = ("is", "fid")
+TRAIN_EVAL_METRICS = ("is", "fid", "kid")
 
 
 class StorageStatsCache:
@@ -68,7 +68,7 @@ def resolve_inception_weights(settings: Settings, storage: Storage) -> Path:
 def train_evaluator(
     trainer, settings: Settings, storage: Storage
 ) -> Callable[[int, object], dict[str, float]]:
-    """The trainer's eval hook (IS, FID against the training set, stats cached in storage).
+    """The trainer's eval hook (IS, FID, KID against the training set, stats cached in storage).
 
     The weights are resolved now, so a run that cannot evaluate fails before it trains; the
     dataset is the trainer's own, read at the first evaluation (it is built when the run starts).
@@ -83,8 +83,11 @@ def train_evaluator(
         nonlocal inner
         if inner is None:
             cfg, ds = trainer.config, trainer.dataset
+            images, _ = evaluate.reference_subset(
+                ds.images, None, cfg.eval_reference_samples, seed=0
+            )
             inner = evaluate.make_evaluator(
-                ds.images,
+                images,
                 evaluate.reference_key_for(_dataset_id(cfg), cfg.resolution),
                 n_samples=cfg.eval_samples,
                 metrics=TRAIN_EVAL_METRICS,
@@ -127,17 +130,20 @@ def evaluate_model(
     dataset = build_dataset(ref_cfg)
     n = int(job_config.get("samples") or cfg.eval_samples)
     classes = job_config.get("classes") or None
+    images, labels = evaluate.reference_subset(
+        dataset.images, dataset.labels, cfg.eval_reference_samples, seed=0
+    )
     return dict(
         evaluate.evaluate_generator(
             G,
-            dataset.images,
+            images,
             evaluate.reference_key_for(_dataset_id(ref_cfg), ref_cfg.resolution),
             n,
             metrics=tuple(job_config.get("metrics") or EVAL_METRICS),
             weights_path=weights,
             device=device,
             cache=StorageStatsCache(storage),
-            reference_labels=dataset.labels,
+            reference_labels=labels,
             classes=classes,
         )
     )

@@ -7,12 +7,11 @@ torch.save and loaded through the same code path as the real weights file.
 import math
 import time
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from random_inception import random_inception_state_dict
 from torch import nn
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 
@@ -37,24 +36,6 @@ from sagan_core.evaluate import (
 )
 
 N = 16  # images per set: Inception on 2 CPU cores costs tens of ms per image
-
-
-def random_inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """torch-fidelity's InceptionV3 with random weights (its constructor insists on loading)."""
-    torch.manual_seed(seed)
-    with (
-        mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: None),
-        mock.patch.object(
-            tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None
-        ),
-    ):
-        model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    # default init shrinks activations to ~1e-8 over 90 layers; He init keeps features informative
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    nn.init.normal_(model.fc.weight, std=1.0)
-    return model.state_dict()
 
 
 @pytest.fixture(scope="module", autouse=True)
