@@ -80,9 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume", action="store_true", help="resume from the run dir's latest checkpoint"
     )
+    t.add_argument(
+        "--inception-weights",
+        help="local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
+        "(for --eval-every without internet; default: $SAGAN_INCEPTION_WEIGHTS, then download)",
+    )
 
     s = sub.add_parser("sample", help="render a PNG grid from a checkpoint")
-    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument(
+        "--checkpoint", type=Path, required=True, help="a checkpoint file, or a run directory"
+    )
     s.add_argument("--class", dest="cls", default="0", help="class index or class name")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
@@ -114,8 +121,18 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and resume is None:
         print(f"no checkpoint in {run_dir / 'checkpoints'}; starting fresh", file=sys.stderr)
     progress = _ProgressCallbacks(cfg.steps)
+    trainer = Trainer(cfg, run_dir, callbacks=progress)
+    if cfg.eval_every:
+        from .evaluate import DirectoryStatsCache, make_training_evaluator
+
+        # Reference statistics are shared by runs: cached beside the run directories.
+        trainer.evaluate_fn = make_training_evaluator(
+            trainer,
+            weights_path=args.inception_weights,
+            cache=DirectoryStatsCache(run_dir.parent / ".stats-cache"),
+        )
     try:
-        result = Trainer(cfg, run_dir, callbacks=progress).run(resume_from=resume)
+        result = trainer.run(resume_from=resume)
     finally:
         progress.close()
     print(f"step {result.step}: checkpoint {result.last_checkpoint}")
@@ -126,9 +143,14 @@ def _sample(args: argparse.Namespace) -> int:
     from .checkpoint import load_generator
     from .sample import grid_png, sample
 
-    if not args.checkpoint.is_file():
+    checkpoint = args.checkpoint
+    if checkpoint.is_dir():  # a run directory: its latest checkpoint
+        checkpoint = latest_checkpoint(checkpoint)
+        if checkpoint is None:
+            raise FileNotFoundError(f"no checkpoint in {args.checkpoint / 'checkpoints'}")
+    if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
-    G, _, class_names = load_generator(args.checkpoint, device=args.device)
+    G, _, class_names = load_generator(checkpoint, device=args.device)
     if args.cls in class_names:
         cls = class_names.index(args.cls)
     elif args.cls.lstrip("-").isdigit():
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         return {"train": _train, "sample": _sample, "pack": _pack}[args.command](args)
-    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -707,6 +707,46 @@ def make_evaluator(
     return evaluator
 
 
+def config_reference_key(cfg) -> str:  # noqa: ANN001  (a TrainConfig)
+    """The reference set's identity for a config: data set (with its root), resolution, split."""
+    name = f"{cfg.dataset}:{cfg.data_root}" if cfg.data_root else cfg.dataset
+    return reference_key_for(name, cfg.resolution)
+
+
+def make_training_evaluator(
+    trainer,  # noqa: ANN001  (a sagan_core.trainer.Trainer; its dataset exists once it runs)
+    *,
+    weights_path: str | os.PathLike | None = None,
+    cache: StatsCache | None = None,
+    metrics: Sequence[str] = ("is", "fid", "kid"),
+) -> Callable[[int, nn.Module], dict[str, float]]:
+    """The trainer's `eval_every` hook: IS/FID/KID of G_ema against the training set.
+
+    The weights are resolved now, so a run that cannot evaluate fails before it trains; the
+    reference set (at most `eval_reference_samples` images) is read at the first evaluation.
+    """
+    weights = resolve_inception_weights(weights_path)
+    inner = None
+
+    def evaluator(step: int, G: nn.Module) -> dict[str, float]:
+        nonlocal inner
+        if inner is None:
+            cfg = trainer.config
+            images, _ = reference_subset(trainer.dataset.images, None, cfg.eval_reference_samples)
+            inner = make_evaluator(
+                images,
+                config_reference_key(cfg),
+                n_samples=cfg.eval_samples,
+                metrics=metrics,
+                weights_path=weights,
+                cache=cache,
+                seed=cfg.seed,
+            )
+        return inner(step, G)
+
+    return evaluator
+
+
 def make_dataset_evaluator(
     dataset, *, split: str = "train", **kwargs
 ) -> Callable[[int, nn.Module], dict[str, float]]:

@@ -68,41 +68,15 @@ def resolve_inception_weights(settings: Settings, storage: Storage) -> Path:
 def train_evaluator(
     trainer, settings: Settings, storage: Storage
 ) -> Callable[[int, object], dict[str, float]]:
-    """The trainer's eval hook (IS, FID, KID against the training set, stats cached in storage).
-
-    The weights are resolved now, so a run that cannot evaluate fails before it trains; the
-    dataset is the trainer's own, read at the first evaluation (it is built when the run starts).
-    """
+    """The trainer's eval hook, its reference statistics cached in object storage."""
     from sagan_core import evaluate
 
-    weights = resolve_inception_weights(settings, storage)
-    cache = StorageStatsCache(storage)
-    inner = None
-
-    def evaluator(step: int, G) -> dict[str, float]:  # noqa: ANN001
-        nonlocal inner
-        if inner is None:
-            cfg, ds = trainer.config, trainer.dataset
-            images, _ = evaluate.reference_subset(
-                ds.images, None, cfg.eval_reference_samples, seed=0
-            )
-            inner = evaluate.make_evaluator(
-                images,
-                evaluate.reference_key_for(_dataset_id(cfg), cfg.resolution),
-                n_samples=cfg.eval_samples,
-                metrics=TRAIN_EVAL_METRICS,
-                weights_path=weights,
-                cache=cache,
-                seed=cfg.seed,
-            )
-        return inner(step, G)
-
-    return evaluator
-
-
-def _dataset_id(cfg) -> str:  # noqa: ANN001
-    """The reference set's identity: the dataset name, with its root for folder-like datasets."""
-    return f"{cfg.dataset}:{cfg.data_root}" if cfg.data_root else cfg.dataset
+    return evaluate.make_training_evaluator(
+        trainer,
+        weights_path=resolve_inception_weights(settings, storage),
+        cache=StorageStatsCache(storage),
+        metrics=TRAIN_EVAL_METRICS,
+    )
 
 
 def evaluate_model(
@@ -137,7 +111,7 @@ def evaluate_model(
         evaluate.evaluate_generator(
             G,
             images,
-            evaluate.reference_key_for(_dataset_id(ref_cfg), ref_cfg.resolution),
+            evaluate.config_reference_key(ref_cfg),
             n,
             metrics=tuple(job_config.get("metrics") or EVAL_METRICS),
             weights_path=weights,
