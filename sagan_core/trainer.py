@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .checkpoint import build_generator, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import ConfigError, TrainConfig
@@ -116,6 +117,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.best_checkpoint: Path | None = None
         self._saved_step = -1
+        self.flops_per_step: int | None = None
 
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
@@ -196,7 +198,13 @@ class Trainer:
                 if self._saved_step != self.step:
                     self._save({"latest"})
                 return TrainResult(self.step, True, self.last_checkpoint)
-            stats = self.train_step()
+            if self.flops_per_step is None:
+                # Count the work of one real step once, so the log can show achieved TFLOP/s.
+                with FlopCounterMode(display=False) as counter:
+                    stats = self.train_step()
+                self.flops_per_step = counter.get_total_flops()
+            else:
+                stats = self.train_step()
             values = {k: float(v) for k, v in stats.items()}  # one host sync per step
             self.step += 1
             bad = [k for k in ("d_loss", "g_loss") if not math.isfinite(values[k])]
@@ -216,6 +224,7 @@ class Trainer:
                 metrics = {k: v / window for k, v in sums.items()}
                 metrics.update(self._gamma_metrics())
                 metrics["images_per_s"] = window * cfg.batch_size * cfg.d_steps / max(elapsed, 1e-9)
+                metrics["tflops"] = self.flops_per_step * window / max(elapsed, 1e-9) / 1e12
                 metrics["lr_g"] = self.opt_g.param_groups[0]["lr"]
                 metrics["lr_d"] = self.opt_d.param_groups[0]["lr"]
                 self._emit_metrics(step, metrics)

@@ -68,8 +68,9 @@ def test_callbacks_get_metrics_checkpoints_and_samples(tmp_path):
     assert steps == [2, 4]
     m = rec.metrics[-1][1]
     for key in ("d_loss", "g_loss", "d_real", "d_fake", "gamma_g", "gamma_d", "images_per_s",
-                "lr_g", "lr_d"):  # fmt: skip
+                "lr_g", "lr_d", "tflops"):  # fmt: skip
         assert math.isfinite(m[key]), key
+    assert m["tflops"] > 0 and m["images_per_s"] > 0
     assert [(s, t) for s, _, t in rec.checkpoints] == [(2, {"latest"}), (4, {"latest", "final"})]
     assert result.last_checkpoint == rec.checkpoints[-1][1] and result.last_checkpoint.exists()
     assert rec.samples[0][1].startswith(b"\x89PNG")
