@@ -14,6 +14,10 @@ PRECISIONS = ("fp32", "bf16")
 # Datasets whose class count is fixed; num_classes may be left out or must match.
 FIXED_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
+# Integer fields must fit a 32-bit signed column (the service stores steps in INTEGER columns);
+# the seed must fit numpy's seeding, which takes at most 2**32 - 1.
+MAX_INT = 2**31 - 1
+MAX_SEED = 2**32 - 1
 
 # Base widths (ch) per preset and resolution; the per-block multipliers live in models.ARCH.
 # "paper" is ch=64 as in SAGAN at 128px; "tiny" is sized to train digits at 32px on a 2-core CPU.
@@ -132,7 +136,11 @@ class TrainConfig:
         """Raise ConfigError naming the first impossible field; return self so calls can chain."""
         hints = typing.get_type_hints(type(self))
         for name in self.field_names():
-            _coerce(name, getattr(self, name), hints[name])  # type check only
+            value = _coerce(name, getattr(self, name), hints[name])  # type check only
+            if isinstance(value, int) and not isinstance(value, bool):
+                limit = MAX_SEED if name == "seed" else MAX_INT
+                if value > limit:
+                    raise ConfigError(name, f"must be <= {limit} (got {value!r})")
 
         def need(ok: bool, name: str, message: str) -> None:
             if not ok:

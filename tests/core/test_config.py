@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -55,8 +56,9 @@ def test_wrong_type_is_rejected():
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({"steps": "many"})
     assert e.value.field == "steps"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({"resolution": True})
+    assert e.value.field == "resolution"
 
 
 def test_to_dict_round_trips_through_json_and_from_dict():
@@ -68,10 +70,93 @@ def test_to_dict_round_trips_through_json_and_from_dict():
 
 def test_resolved_fills_preset_widths_and_tiny_ema_but_keeps_user_values():
     tiny = TrainConfig(dataset="digits").resolved()
-    assert tiny.preset == "tiny" and tiny.g_ch and tiny.num_classes == 10
-    assert tiny.ema_start < 1000
+    # The tiny preset as documented: ch=4 at 32px, batch 32, lr 1e-3/2e-3, EMA 0.995 from step 200.
+    assert (tiny.preset, tiny.g_ch, tiny.d_ch, tiny.num_classes) == ("tiny", 4, 4, 10)
+    assert (tiny.batch_size, tiny.lr_g, tiny.lr_d) == (32, 1e-3, 2e-3)
+    assert (tiny.ema_decay, tiny.ema_start) == (0.995, 200)
     paper = TrainConfig(dataset="synthetic", resolution=128).resolved()
     assert (paper.preset, paper.g_ch, paper.d_ch, paper.ema_decay) == ("paper", 64, 64, 0.9999)
     mine = TrainConfig(dataset="digits", ema_start=5, g_ch=16).resolved()
     assert (mine.ema_start, mine.g_ch) == (5, 16)
     assert TrainConfig().resolved().resolved() == TrainConfig().resolved()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("steps", True, "must be an integer (got True)"),
+        ("batch_size", False, "must be an integer (got False)"),
+        ("resolution", 32.0, "must be an integer (got 32.0)"),
+        ("steps", 100.5, "must be an integer (got 100.5)"),
+        ("download", 1, "must be true or false (got 1)"),
+        ("lr_g", True, "must be a number (got True)"),
+        ("lr_g", "1e-4", "must be a number (got '1e-4')"),
+        ("steps", None, "must be an integer, not null"),
+        ("steps", [1], "must be an integer (got [1])"),
+        ("dataset", {"name": "digits"}, "must be a string (got {'name': 'digits'})"),
+    ],
+)
+def test_wrong_json_types_are_refused_naming_the_field(field, value, message):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({field: value})
+    assert (e.value.field, e.value.message) == (field, message)
+    # validate() catches the same on a config built directly (no from_dict on the way).
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**{field: value}).validate()
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize("field", ["lr_g", "lr_d", "beta1", "beta2", "ema_decay"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_floats_are_refused(field, value):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({field: value}).validate()
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "z_dim",
+        "batch_size",
+        "steps",
+        "d_steps",
+        "ema_start",
+        "log_every",
+        "checkpoint_every",
+        "sample_every",
+        "eval_every",
+        "eval_samples",
+        "eval_reference_samples",
+        "seed",
+        "g_ch",
+        "d_ch",
+    ],
+)
+def test_negative_integers_are_refused(field):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({field: -1}).validate()
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize(
+    "field, value, limit",
+    [
+        ("steps", 2**31, 2**31 - 1),
+        ("steps", 10**30, 2**31 - 1),
+        ("batch_size", 2**63, 2**31 - 1),
+        ("eval_samples", 10**30, 2**31 - 1),
+        ("ema_start", 2**31, 2**31 - 1),
+        ("seed", 2**32, 2**32 - 1),
+    ],
+)
+def test_integers_too_large_to_store_or_seed_are_refused(field, value, limit):
+    # The service keeps steps in 32-bit INTEGER columns and numpy seeds only below 2**32.
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({field: value}).validate()
+    assert (e.value.field, e.value.message) == (field, f"must be <= {limit} (got {value})")
+
+
+def test_largest_storable_integers_are_accepted():
+    cfg = TrainConfig.from_dict({"steps": 2**31 - 1, "seed": 2**32 - 1}).validate()
+    assert (cfg.steps, cfg.seed) == (2**31 - 1, 2**32 - 1)
