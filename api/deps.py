@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
     from api.sampling import SampleRenderer
 
+# Integer query parameters are bound into SQL: those compared with INTEGER columns (steps,
+# event ids) must fit 32 bits on PostgreSQL, offsets a signed 64-bit value.
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
 OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -15,6 +16,7 @@ from store.settings import Settings
 from store.storage import Storage
 
 MAX_SEED = 2**63 - 1
+INDEX_RE = re.compile(r"-?[0-9]+")
 RENDERED_CACHE_SIZE = 64  # PNGs of recent queries; a repeated query costs no forward pass
 
 
@@ -26,7 +28,8 @@ def resolve_class(value: int | str, class_names: list[str]) -> int:
     """A class by index (an int or a string of digits) or by one of the model's class names."""
     n = len(class_names)
     text = str(value).strip()
-    if isinstance(value, int) or text.lstrip("-").isdigit():
+    # ASCII digits only: str.isdigit() also takes "²" and "٣", and int() refuses "--3".
+    if isinstance(value, int) or INDEX_RE.fullmatch(text):
         index = int(text)
         if not 0 <= index < n:
             raise SampleRequestError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 MIN_EVAL_SAMPLES, MAX_EVAL_SAMPLES = 100, 100_000
 
@@ -45,7 +45,7 @@ class JobCreate(BaseModel):
     dataset: str | None = Field(
         None, max_length=64, description="evaluate: reference dataset (default: the training one)"
     )
-    classes: list[int | str] | None = Field(
+    classes: list[StrictInt | str] | None = Field(
         None, max_length=1000, description="evaluate: classes (index or name) for per-class FID"
     )
 

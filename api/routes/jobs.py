@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import OwnerDep, ServicesDep, SessionDep
+from api.deps import MAX_INT32, MAX_INT64, OwnerDep, ServicesDep, SessionDep
 from api.sampling import SampleRequestError, resolve_class
 from api.schemas import EventOut, JobCreate, JobList, JobOut, MetricsOut
 from store import jobs as job_states
@@ -208,7 +208,7 @@ def list_jobs(
     state: StateName | None = None,
     kind: Literal["train", "evaluate"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> JobList:
     where = [Job.owner == owner]
     if state is not None:
@@ -260,7 +260,10 @@ def list_events(
     job_id: str,
     session: SessionDep,
     owner: OwnerDep,
-    after: Annotated[int | None, Query(description="only events with a larger id")] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=-MAX_INT32 - 1, le=MAX_INT32, description="only events with a larger id"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[EventOut]:
     owned_job(session, owner, job_id)
@@ -283,8 +286,8 @@ def read_job_metrics(
     names: Annotated[
         str | None, Query(description="comma-separated metric names, e.g. fid,is,d_loss")
     ] = None,
-    since_step: Annotated[int | None, Query(ge=0)] = None,
-    until_step: Annotated[int | None, Query(ge=0)] = None,
+    since_step: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
+    until_step: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
     max_points: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     format: Literal["json", "csv"] = "json",
 ) -> Any:

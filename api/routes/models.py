@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import OwnerDep, ServicesDep, SessionDep, StorageDep
+from api.deps import MAX_INT64, OwnerDep, ServicesDep, SessionDep, StorageDep
 from api.sampling import (
     SampleRequestError,
     check_sample_query,
@@ -48,7 +48,7 @@ def list_models(
     job_id: str | None = None,
     tag: Literal["latest", "best"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> ModelList:
     where = [Model.owner == owner]
     if job_id is not None:
