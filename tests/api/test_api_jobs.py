@@ -32,11 +32,12 @@ def test_post_job_stores_resolved_config_and_sends_one_task(service):
     assert r.headers["location"] == f"/jobs/{job['id']}"
     assert job["state"] == "queued" and job["owner"] == "local" and job["kind"] == "train"
     assert job["total_steps"] == 100 and job["step"] == 0 and job["progress"] == 0.0
-    # Resolved: the preset and widths the worker will use are filled in.
+    # Resolved: the preset and widths the worker will use are filled in (tiny: ch=4 at 32px).
     assert job["config"]["preset"] == "tiny" and job["config"]["num_classes"] == 10
-    expected = TrainConfig.from_dict(job["config"]).resolved()
-    assert job["config"]["g_ch"] == expected.g_ch and job["config"]["g_ch"] > 0
-    assert job["config"]["batch_size"] == expected.batch_size
+    assert (job["config"]["g_ch"], job["config"]["d_ch"]) == (4, 4)
+    # Exactly the core's resolution of the posted config (resolving the stored one again would
+    # give back whatever was stored).
+    assert job["config"] == TrainConfig.from_dict(TINY).resolved().to_dict()
     assert service.queued_messages() == 1
     assert service.client.get(f"/jobs/{job['id']}").json() == job
 

@@ -65,3 +65,6 @@ def test_batch_sampler_returns_floats_in_range_and_is_seeded():
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1 and y.max() < 3
     assert torch.equal(batches[0][0], batches[1][0])
+    assert y.min() >= 0
+    other = BatchSampler(ds, 8, torch.device("cpu"), torch.Generator().manual_seed(2)).next()
+    assert not torch.equal(other[0], x)  # the seed, not a fixed order, decides the batch

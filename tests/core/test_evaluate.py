@@ -265,7 +265,11 @@ def test_per_class_fid_reports_each_requested_class(extractor, tmp_path):
         classes=[0, 2], class_samples=4,
     )  # fmt: skip
     assert {"fid", "fid_class_0", "fid_class_2", "intra_fid"} <= set(result)
+    assert "fid_class_1" not in result  # only the requested classes
     assert all(math.isfinite(v) for v in result.values())
+    # intra-FID is the mean of the per-class FIDs
+    mean = (result["fid_class_0"] + result["fid_class_2"]) / 2
+    assert result["intra_fid"] == pytest.approx(mean)
     assert (tmp_path / "fid-stats/mixed-r32-train-class2-inception-v3-compat-n6.npz").is_file()
 
 

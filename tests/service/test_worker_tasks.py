@@ -89,7 +89,7 @@ def test_empty_dataset_folder_fails_job_with_reason(service: Path, tmp_path: Pat
     job = job_row(job_id)
     assert job.state == "failed"
     assert job.error.startswith("dataset error: ")
-    assert "0 images" in job.error or str(empty) in job.error
+    assert "0 images" in job.error and str(empty) in job.error
     assert "Traceback" not in job.error
     assert run_dirs_left(service) == []
 
