@@ -9,7 +9,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig
+from .config import PRESET_TRAINING, ConfigError, TrainConfig
 from .data import DatasetError
 from .trainer import Trainer, TrainerCallbacks
 
@@ -19,6 +19,14 @@ HELP = {
     "preset": "tiny | paper (default: tiny for digits, else paper)",
     "device": "auto | cpu | cuda | cuda:N | mps",
     "precision": "fp32 | bf16",
+    **{
+        name: "default from the preset: "
+        + ", ".join(f"{p} {v[name]}" for p, v in PRESET_TRAINING.items())
+        for name in ("batch_size", "lr_g", "lr_d", "ema_decay", "ema_start")
+    },
+    "g_ch": "default from the preset and resolution",
+    "d_ch": "default from the preset and resolution",
+    "num_classes": "default from the dataset",
 }
 
 

@@ -78,6 +78,17 @@ def test_resolved_fills_preset_widths_and_tiny_ema_but_keeps_user_values():
     assert (paper.preset, paper.g_ch, paper.d_ch, paper.ema_decay) == ("paper", 64, 64, 0.9999)
     mine = TrainConfig(dataset="digits", ema_start=5, g_ch=16).resolved()
     assert (mine.ema_start, mine.g_ch) == (5, 16)
+    # A value the user gives is kept even when it equals another preset's value.
+    explicit = TrainConfig.from_dict(
+        {"dataset": "digits", "batch_size": 64, "lr_g": 1e-4}
+    ).resolved()
+    assert (explicit.preset, explicit.batch_size, explicit.lr_g, explicit.lr_d) == (
+        "tiny",
+        64,
+        1e-4,
+        2e-3,
+    )
+    assert paper.batch_size == 64 and (paper.lr_g, paper.lr_d) == (1e-4, 4e-4)
     assert TrainConfig().resolved().resolved() == TrainConfig().resolved()
 
 
