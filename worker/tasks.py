@@ -46,12 +46,8 @@ def failure_message(error: BaseException, last_checkpoint_step: int | None) -> s
     """One line for the job's `error`: what went wrong, never a traceback."""
     from sagan_core.config import ConfigError
     from sagan_core.data import DatasetError
+    from sagan_core.evaluate import EvaluationError
     from sagan_core.trainer import DivergedError
-
-    try:
-        from sagan_core.evaluate import EvaluationError
-    except ImportError:  # evaluation is optional in the core
-        EvaluationError = ()  # noqa: N806
 
     if isinstance(error, DivergedError):
         kept = (
@@ -64,7 +60,7 @@ def failure_message(error: BaseException, last_checkpoint_step: int | None) -> s
         message = f"invalid config: {error}"
     elif isinstance(error, DatasetError):
         message = f"dataset error: {error}"
-    elif EvaluationError and isinstance(error, EvaluationError):
+    elif isinstance(error, EvaluationError):
         message = f"evaluation failed: {error}"
     elif isinstance(error, StorageError):
         message = f"storage error: {error}"
