@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from store.jobs import ACTIVE
 from store.models import Checkpoint, Job, Model
 
 MODEL_TAGS = ("latest", "best")
@@ -69,3 +70,38 @@ def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
 def job_models(session: Session, job_id: str) -> dict[str, Model]:
     rows = session.execute(select(Model).where(Model.job_id == job_id)).scalars()
     return {m.tag: m for m in rows}
+
+
+def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
+    """Drop the job's checkpoint rows beyond the newest `keep`; returns their storage keys.
+
+    Never dropped: a checkpoint a model points at (latest, best) or one an active evaluation job
+    was given. The caller deletes the returned objects after the commit (rows first: a row never
+    points at a deleted object).
+    """
+    if keep < 1:
+        return []
+    ckpts = (
+        session.execute(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
+        )
+        .scalars()
+        .all()
+    )
+    pinned = set(
+        session.execute(select(Model.checkpoint_id).where(Model.job_id == job_id)).scalars()
+    )
+    evaluating = {
+        (config or {}).get("checkpoint_key")
+        for config in session.execute(
+            select(Job.config).where(Job.kind == "evaluate", Job.state.in_(ACTIVE))
+        ).scalars()
+    }
+    dropped = []
+    for ckpt in ckpts[keep:]:
+        if ckpt.id in pinned or ckpt.key in evaluating:
+            continue
+        dropped.append(ckpt.key)
+        session.delete(ckpt)
+    session.flush()
+    return dropped

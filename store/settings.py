@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         "(weights-inception-2015-12-05-6726825d.pth)",
     )
     train_queue: str = "train"
+    keep_checkpoints: int = Field(
+        3,
+        description="Newest checkpoints kept per job, besides those a model points at; 0 keeps all",
+    )
     heartbeat_seconds: float = 10.0
     stale_after_seconds: float = 300.0
     worker_device: str = "auto"

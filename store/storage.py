@@ -20,6 +20,7 @@ class Storage(Protocol):
     def download(self, key: str, path: Path) -> None: ...
     def open(self, key: str) -> BinaryIO: ...
     def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
     def url(self, key: str, expires_s: int = 3600) -> str | None: ...
     def check(self) -> None: ...
@@ -73,6 +74,9 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root
@@ -153,6 +157,9 @@ class S3Storage:
         except ClientError:
             return False
         return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list(self, prefix: str) -> list[str]:
         keys = []

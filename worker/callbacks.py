@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sagan_core.trainer import TrainerCallbacks
 from store import jobs
-from store.checkpoints import checkpoint_key, register_checkpoint
+from store.checkpoints import checkpoint_key, prune_checkpoints, register_checkpoint
 from store.db import session_scope
 from store.metrics import write_metrics
 from store.storage import Storage
@@ -39,8 +39,16 @@ class JobCallbacks(TrainerCallbacks):
     its dataset's class names.
     """
 
-    def __init__(self, job_id: str, worker: str, storage: Storage, heartbeat_seconds: float):
+    def __init__(
+        self,
+        job_id: str,
+        worker: str,
+        storage: Storage,
+        heartbeat_seconds: float,
+        keep_checkpoints: int = 0,
+    ):
         self.job_id = job_id
+        self.keep_checkpoints = keep_checkpoints
         self.worker = worker
         self.storage = storage
         self.heartbeat_seconds = heartbeat_seconds
@@ -84,6 +92,12 @@ class JobCallbacks(TrainerCallbacks):
             )
             tag_list = ", ".join(sorted(tags))
             jobs.add_event(session, self.job_id, "checkpoint", f"step {step} [{tag_list}] {key}")
+            dropped = prune_checkpoints(session, self.job_id, self.keep_checkpoints)
+        for old in dropped:  # after the commit: no row points at them any more
+            try:
+                self.storage.delete(old)
+            except Exception as e:  # an orphaned object costs space, not correctness
+                log.warning("job %s: could not delete old checkpoint %s: %s", self.job_id, old, e)
         self.last_checkpoint_step = step
         log.info("job %s: checkpoint step %d stored at %s", self.job_id, step, key)
 

@@ -121,7 +121,9 @@ def train_job(job_id: str, settings: Settings | None = None) -> str | None:
     if row is None:
         return None
     storage = storage_from_settings(settings)
-    callbacks = JobCallbacks(job_id, worker, storage, settings.heartbeat_seconds)
+    callbacks = JobCallbacks(
+        job_id, worker, storage, settings.heartbeat_seconds, settings.keep_checkpoints
+    )
     callbacks.last_checkpoint_step = row["checkpoint_step"]
     run_dir = _run_dir(settings, job_id)
     try:

@@ -225,3 +225,25 @@ def test_inception_weights_given_as_storage_key_are_fetched_once(
     assert path.read_bytes() == b"not really weights"
     (storage.root / "models" / "weights-inception.pth").unlink()
     assert resolve_inception_weights(get_settings(), storage) == path  # the local copy is reused
+
+
+def test_old_checkpoints_leave_storage_keeping_the_newest(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAGAN_KEEP_CHECKPOINTS", "2")
+    reset_caches()
+    job_id = new_job({**TINY, "steps": 5, "checkpoint_every": 1})
+
+    assert train_job(job_id) == "succeeded"
+
+    storage = storage_from_settings(get_settings())
+    assert storage.list(f"jobs/{job_id}/checkpoints/") == [
+        checkpoint_key(job_id, 4),
+        checkpoint_key(job_id, 5),
+    ]
+    with session_scope() as session:
+        kept = session.execute(
+            select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+        )
+        assert list(kept.scalars()) == [4, 5]
+        assert job_models(session, job_id)["latest"].step == 5
