@@ -38,6 +38,21 @@ def _class_tensor(classes, n: int, num_classes: int) -> torch.Tensor:
     return y
 
 
+def _latents(generator, classes, n: int, seed: int, truncation: float):
+    if n < 1:
+        raise ValueError(f"n must be >= 1 (got {n})")
+    rng = torch.Generator().manual_seed(int(seed))
+    z = truncated_normal((n, generator.z_dim), truncation, rng)
+    y = _class_tensor(classes, n, generator.num_classes)
+    device = next(generator.parameters()).device
+    return z.to(device), y.to(device)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu()  # (n, H, W, 3)
+
+
 @torch.no_grad()
 def sample(
     generator: torch.nn.Module,
@@ -50,20 +65,58 @@ def sample(
 
     `classes` is one class for all, or a list/tensor cycled to length n. Runs G in eval mode.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1 (got {n})")
-    rng = torch.Generator().manual_seed(int(seed))
-    z = truncated_normal((n, generator.z_dim), truncation, rng)
-    y = _class_tensor(classes, n, generator.num_classes)
-    device = next(generator.parameters()).device
+    z, y = _latents(generator, classes, n, seed, truncation)
     was_training = generator.training
     generator.eval()
     try:
-        x = generator(z.to(device), y.to(device))  # (n, 3, H, W) in [-1, 1]
+        x = generator(z, y)  # (n, 3, H, W) in [-1, 1]
     finally:
         generator.train(was_training)
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu()  # (n, H, W, 3)
+    return _to_uint8(x)
+
+
+@torch.no_grad()
+def attention_map(
+    generator: torch.nn.Module,
+    classes: int | list[int] | torch.Tensor,
+    n: int,
+    seed: int,
+    query: tuple[int, int],
+    truncation: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where G's attention looks from one image position: the images `sample` gives for the same
+    arguments, and for each the softmax weights of query pixel `query` = (x, y) (in image pixels)
+    over the key positions, as (n, Hk, Wk) maps that sum to 1 (Hk = attention size / 2, max-pooled).
+    """
+    from .layers import SelfAttention
+
+    layers = [m for m in generator.modules() if isinstance(m, SelfAttention)]
+    if len(layers) != 1:
+        raise ValueError(f"expected one attention layer in the generator, found {len(layers)}")
+    z, y = _latents(generator, classes, n, seed, truncation)
+    captured: dict[str, torch.Tensor] = {}
+
+    def with_map(module: SelfAttention, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        out, captured["map"] = module.forward_with_map(args[0])  # (B, N, N/4)
+        captured["size"] = torch.tensor(args[0].shape[-2:])
+        return out
+
+    was_training = generator.training
+    generator.eval()
+    handle = layers[0].register_forward_hook(with_map)
+    try:
+        images = _to_uint8(generator(z, y))  # (n, H, W, 3)
+    finally:
+        handle.remove()
+        generator.train(was_training)
+    size = images.shape[1]
+    qx, qy = query
+    if not (0 <= qx < size and 0 <= qy < size):
+        raise ValueError(f"query {query} outside the {size}x{size} image")
+    h, w = (int(v) for v in captured["size"])
+    row = (qy * h // size) * w + (qx * w // size)  # the query's position at attention resolution
+    maps = captured["map"][:, row].reshape(n, h // 2, w // 2)  # (n, Hk, Wk)
+    return images, maps.float().cpu()
 
 
 def grid_png(images: torch.Tensor, nrow: int | None = None, padding: int = 0) -> bytes:

@@ -79,3 +79,34 @@ def test_cli_errors_exit_2_with_a_one_line_message(argv, message, capsys, tmp_pa
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_attention_map_of_a_query_matches_a_hand_computed_softmax_and_keeps_the_images():
+    import torch.nn.functional as F
+
+    from sagan_core.layers import SelfAttention
+    from sagan_core.models import Generator
+    from sagan_core.sample import attention_map
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, num_classes=10, resolution=32, ch=4).eval()
+    attn = next(m for m in G.modules() if isinstance(m, SelfAttention))
+    with torch.no_grad():
+        attn.gamma.fill_(0.5)  # the map shapes the image only when gamma != 0
+    inputs = []
+    handle = attn.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
+    plain = sample(G, 3, 2, seed=7)
+    handle.remove()
+
+    images, maps = attention_map(G, 3, 2, seed=7, query=(20, 5))
+
+    assert torch.equal(images, plain)  # the same images sample() gives
+    assert maps.shape == (2, 8, 8)  # G attends at 16x16; keys are 2x2-max-pooled
+    assert torch.allclose(maps.sum(dim=(1, 2)), torch.ones(2), atol=1e-5)
+    x = inputs[0]  # (2, C, 16, 16): the attention layer's input
+    q = attn.f(x)[:, :, 5 * 16 // 32, 20 * 16 // 32]  # query pixel (20, 5) -> position (10, 2)
+    k = F.max_pool2d(attn.g(x), 2).flatten(2)  # (2, C/8, 64)
+    expected = torch.softmax(torch.einsum("bc,bcn->bn", q, k), dim=-1).reshape(2, 8, 8)
+    assert torch.allclose(maps, expected, atol=1e-5)
+    other = attention_map(G, 3, 2, seed=7, query=(2, 30))[1]
+    assert not torch.allclose(maps, other)
