@@ -57,6 +57,22 @@ def sample_etag(checkpoint_key: str, class_index: int, n: int, seed: int, trunca
     return '"' + hashlib.sha256(text.encode()).hexdigest() + '"'
 
 
+def attention_etag(
+    checkpoint_key: str, class_index: int, seed: int, truncation: float, x: int, y: int
+) -> str:
+    text = f"attention\n{checkpoint_key}\n{class_index}\n{seed}\n{float(truncation)!r}\n{x}\n{y}"
+    return '"' + hashlib.sha256(text.encode()).hexdigest() + '"'
+
+
+def check_query_pixel(x: int, y: int, resolution: int) -> None:
+    for name, v in (("x", x), ("y", y)):
+        if not 0 <= v < resolution:
+            raise SampleRequestError(
+                f"{name}: must be between 0 and {resolution - 1} "
+                f"for a {resolution}px model (got {v})"
+            )
+
+
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
@@ -111,6 +127,43 @@ class SampleRenderer:
             generator, _cfg, class_names = load_generator(path, self.device)
         return _Loaded(generator, list(class_names))
 
+    def _cached(self, etag: str, make) -> bytes:  # noqa: ANN001
+        with self._lock:
+            if etag in self._pngs:
+                self._pngs.move_to_end(etag)
+                return self._pngs[etag]
+        png = make()
+        with self._lock:
+            self._pngs[etag] = png
+            while len(self._pngs) > RENDERED_CACHE_SIZE:
+                self._pngs.popitem(last=False)
+        return png
+
+    def render_attention(
+        self,
+        checkpoint_key: str,
+        storage: Storage,
+        class_index: int,
+        seed: int,
+        truncation: float,
+        x: int,
+        y: int,
+    ) -> bytes:
+        """One sample (the first of `samples` for the same seed) and where pixel (x, y) attends."""
+
+        def make() -> bytes:
+            from sagan_core.sample import attention_map, attention_png
+
+            loaded = self._generator(checkpoint_key, storage)
+            with loaded.lock:
+                images, maps = attention_map(
+                    loaded.generator, class_index, 1, seed, (x, y), truncation
+                )
+            return attention_png(images[0], maps[0], (x, y))
+
+        etag = attention_etag(checkpoint_key, class_index, seed, truncation, x, y)
+        return self._cached(etag, make)
+
     def render(
         self,
         checkpoint_key: str,
@@ -120,19 +173,12 @@ class SampleRenderer:
         seed: int,
         truncation: float,
     ) -> bytes:
-        etag = sample_etag(checkpoint_key, class_index, n, seed, truncation)
-        with self._lock:
-            if etag in self._pngs:
-                self._pngs.move_to_end(etag)
-                return self._pngs[etag]
-        loaded = self._generator(checkpoint_key, storage)
-        from sagan_core.sample import grid_png, sample
+        def make() -> bytes:
+            from sagan_core.sample import grid_png, sample
 
-        with loaded.lock:  # one forward pass at a time per generator: it is not ours to share
-            images = sample(loaded.generator, class_index, n, seed, truncation)
-        png = grid_png(images)
-        with self._lock:
-            self._pngs[etag] = png
-            while len(self._pngs) > RENDERED_CACHE_SIZE:
-                self._pngs.popitem(last=False)
-        return png
+            loaded = self._generator(checkpoint_key, storage)
+            with loaded.lock:  # one forward pass at a time per generator: it is not ours to share
+                images = sample(loaded.generator, class_index, n, seed, truncation)
+            return grid_png(images)
+
+        return self._cached(sample_etag(checkpoint_key, class_index, n, seed, truncation), make)

@@ -134,3 +134,26 @@ def grid_png(images: torch.Tensor, nrow: int | None = None, padding: int = 0) ->
     buf = io.BytesIO()
     Image.fromarray(grid.numpy()).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def attention_png(image: torch.Tensor, amap: torch.Tensor, query: tuple[int, int]) -> bytes:
+    """The image with its query pixel marked, beside where that pixel attends (a heat map).
+
+    image (H, W, 3) uint8, amap (Hk, Wk) summing to 1; small images are scaled up (nearest) to at
+    least 128 px so a person can see them. Deterministic bytes.
+    """
+    h, w, _ = image.shape
+    scale = max(1, -(-128 // h))
+    big = image.repeat_interleave(scale, 0).repeat_interleave(scale, 1).clone()  # (sH, sW, 3)
+    qx, qy = query
+    top, left = qy * scale, qx * scale
+    big[top : top + scale, left : left + scale] = torch.tensor([255, 0, 0], dtype=torch.uint8)
+    heat = amap / amap.max().clamp_min(1e-12)  # (Hk, Wk) in [0, 1]
+    heat = heat.repeat_interleave(h * scale // amap.shape[0], 0)
+    heat = heat.repeat_interleave(w * scale // amap.shape[1], 1)  # (sH, sW)
+    grey = big.float().mean(dim=-1) * 0.35  # the image, dimmed, under the heat
+    overlay = torch.stack([grey + heat * 255 * 0.65, grey + heat * 120 * 0.65, grey], dim=-1)
+    panel = torch.cat([big, overlay.round().clamp(0, 255).to(torch.uint8)], dim=1)
+    buf = io.BytesIO()
+    Image.fromarray(panel.numpy()).save(buf, format="PNG")
+    return buf.getvalue()

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from api.deps import MAX_INT64, OwnerDep, ServicesDep, SessionDep, StorageDep
 from api.sampling import (
     SampleRequestError,
+    attention_etag,
+    check_query_pixel,
     check_sample_query,
     etag_matches,
     resolve_class,
@@ -106,6 +108,53 @@ def model_samples(
         return Response(status_code=304, headers=headers)
     try:
         png = services.renderer.render(key, services.storage, class_index, n, seed, truncation)
+    except StorageError as e:
+        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
+    headers["X-Checkpoint-Step"] = str(step)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+@router.get(
+    "/{model_id}/attention",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "the sample and its attention map"},
+        304: {"description": "If-None-Match matched the ETag"},
+        400: {"description": "class, seed, truncation, x or y out of range; `detail` says which"},
+    },
+)
+def model_attention(
+    model_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    services: ServicesDep,
+    class_: Annotated[str, Query(alias="class", description="class index (0-based) or class name")],
+    x: Annotated[int, Query(description="query pixel column, 0-based")],
+    y: Annotated[int, Query(description="query pixel row, 0-based")],
+    seed: int = 0,
+    truncation: float = 1.0,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Where G's self-attention looks from pixel (x, y) of the image (class, seed) addresses:
+    the image (query marked red) beside the attention weights over the image, brighter = more.
+    The image is the first of `/samples` for the same class, seed and truncation."""
+    model = owned_model(session, owner, model_id)
+    try:
+        class_index = resolve_class(class_, model.class_names)
+        check_sample_query(1, seed, truncation, services.settings.max_samples_per_request)
+        check_query_pixel(x, y, model.resolution)
+    except SampleRequestError as e:
+        raise HTTPException(400, str(e)) from e
+    key, step = model.checkpoint_key, model.step
+    session.close()
+    etag = attention_etag(key, class_index, seed, truncation, x, y)
+    headers = {"ETag": etag, "Cache-Control": SAMPLE_CACHE_CONTROL}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    try:
+        png = services.renderer.render_attention(
+            key, services.storage, class_index, seed, truncation, x, y
+        )
     except StorageError as e:
         raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
     headers["X-Checkpoint-Step"] = str(step)
