@@ -80,9 +80,7 @@ def _validated_train_config(config: dict[str, Any]) -> tuple[dict[str, Any], int
     from sagan_core.config import ConfigError, TrainConfig  # stdlib only: no torch here
 
     try:
-        cfg = TrainConfig.from_dict(config).validate()
-        if hasattr(cfg, "resolved"):
-            cfg = cfg.resolved().validate()
+        cfg = TrainConfig.from_dict(config).validate().resolved().validate()
     except ConfigError as e:
         raise HTTPException(422, f"config.{e.field}: {e.message}") from e
     except (ValueError, TypeError) as e:
