@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.deps import Services
-from api.routes import health, jobs, models
+from api.routes import dashboard, health, jobs, models
 from store.jobs import InvalidTransition, JobNotFound
 from store.settings import Settings, get_settings
 
@@ -94,4 +94,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(dashboard.router)
     return app

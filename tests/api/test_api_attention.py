@@ -72,3 +72,24 @@ def test_attention_queries_out_of_range_are_400_naming_the_problem(
     model = make_model(None)["model_id"]
     r = embedded.client.get(f"/models/{model}/attention", params=params)
     assert r.status_code == 400 and r.json()["detail"] == message
+
+
+def test_attention_image_is_the_first_image_of_samples_for_the_same_query(
+    embedded, tiny_checkpoint, make_model
+):
+    model = make_model(tiny_checkpoint)["model_id"]
+    query = {"class": 3, "seed": 9}
+    grid = embedded.client.get(f"/models/{model}/samples", params={**query, "n": 16})
+    view = embedded.client.get(f"/models/{model}/attention", params={**query, "x": 0, "y": 31})
+    first = np.array(Image.open(io.BytesIO(grid.content)))[:32, :32]  # top-left of the 4x4 grid
+    left = np.array(Image.open(io.BytesIO(view.content)))[:, :128]
+    shown = left[::4, ::4].copy()  # undo the x4 nearest scaling
+    shown[31, 0] = first[31, 0]  # the query pixel is painted red
+    assert (shown == first).all()
+
+
+def test_dashboard_page_is_served_and_uses_the_public_routes(embedded):
+    r = embedded.client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for route in ("/jobs?limit=", "/metrics?max_points=", "/samples?", "/attention?", "X-User"):
+        assert route in r.text, route
