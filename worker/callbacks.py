@@ -55,7 +55,7 @@ class JobCallbacks(TrainerCallbacks):
         self.trainer = None
         self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost"
         self.last_checkpoint_step: int | None = None
-        self._images_per_s: float | None = None
+        self.images_per_s: float | None = None
         self._last_beat = 0.0
         self._last_poll = 0.0
 
@@ -66,7 +66,7 @@ class JobCallbacks(TrainerCallbacks):
         with session_scope() as session:  # one transaction per log event
             write_metrics(session, self.job_id, rows)
         if "images_per_s" in metrics:
-            self._images_per_s = metrics["images_per_s"]
+            self.images_per_s = metrics["images_per_s"]
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class JobCallbacks(TrainerCallbacks):
             if now - self._last_beat >= self.heartbeat_seconds:
                 self._last_beat = now
                 jobs.heartbeat(
-                    session, self.job_id, self.worker, step=step, images_per_s=self._images_per_s
+                    session, self.job_id, self.worker, step=step, images_per_s=self.images_per_s
                 )
             job = jobs.get_job(session, self.job_id)
             state, owner = job.state, job.worker

@@ -150,8 +150,10 @@ def train_job(job_id: str, settings: Settings | None = None) -> str | None:
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
-    with session_scope() as session:
-        jobs.heartbeat(session, job_id, worker, step=result.step)
+    with session_scope() as session:  # the final progress, with the last measured speed
+        jobs.heartbeat(
+            session, job_id, worker, step=result.step, images_per_s=callbacks.images_per_s
+        )
     if not result.stopped:
         return _finish(job_id, worker, jobs.SUCCEEDED)
     if callbacks.stop_reason == "cancel":

@@ -247,3 +247,6 @@ def test_old_checkpoints_leave_storage_keeping_the_newest(
         )
         assert list(kept.scalars()) == [4, 5]
         assert job_models(session, job_id)["latest"].step == 5
+        speeds = read_metrics(session, job_id, names=["images_per_s"])["images_per_s"]
+    # The finished job shows its last measured speed.
+    assert job_row(job_id).images_per_s == speeds[-1][1]
