@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
@@ -41,6 +41,21 @@ def owned_model(session: Session, owner: str, model_id: str) -> Model:
 
 def model_out(model: Model) -> ModelOut:
     return ModelOut.model_validate(model, from_attributes=True)
+
+
+def _png_response(
+    model_id: str, step: int, etag: str, if_none_match: str | None, render: Callable[[], bytes]
+) -> Response:
+    """A rendered PNG addressed by its ETag: 304 when the client has it, 503 if unreadable."""
+    headers = {"ETag": etag, "Cache-Control": SAMPLE_CACHE_CONTROL}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    try:
+        png = render()
+    except StorageError as e:
+        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
+    headers["X-Checkpoint-Step"] = str(step)
+    return Response(png, media_type="image/png", headers=headers)
 
 
 @router.get("", response_model=ModelList)
@@ -102,16 +117,13 @@ def model_samples(
         raise HTTPException(400, str(e)) from e
     key, step = model.checkpoint_key, model.step
     session.close()  # rendering can take seconds: give the connection back first
-    etag = sample_etag(key, class_index, n, seed, truncation)
-    headers = {"ETag": etag, "Cache-Control": SAMPLE_CACHE_CONTROL}
-    if etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    try:
-        png = services.renderer.render(key, services.storage, class_index, n, seed, truncation)
-    except StorageError as e:
-        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
-    headers["X-Checkpoint-Step"] = str(step)
-    return Response(png, media_type="image/png", headers=headers)
+    return _png_response(
+        model_id,
+        step,
+        sample_etag(key, class_index, n, seed, truncation),
+        if_none_match,
+        lambda: services.renderer.render(key, services.storage, class_index, n, seed, truncation),
+    )
 
 
 @router.get(
@@ -147,18 +159,15 @@ def model_attention(
         raise HTTPException(400, str(e)) from e
     key, step = model.checkpoint_key, model.step
     session.close()
-    etag = attention_etag(key, class_index, seed, truncation, x, y)
-    headers = {"ETag": etag, "Cache-Control": SAMPLE_CACHE_CONTROL}
-    if etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    try:
-        png = services.renderer.render_attention(
+    return _png_response(
+        model_id,
+        step,
+        attention_etag(key, class_index, seed, truncation, x, y),
+        if_none_match,
+        lambda: services.renderer.render_attention(
             key, services.storage, class_index, seed, truncation, x, y
-        )
-    except StorageError as e:
-        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
-    headers["X-Checkpoint-Step"] = str(step)
-    return Response(png, media_type="image/png", headers=headers)
+        ),
+    )
 
 
 def _chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:

@@ -1,29 +1,11 @@
 """Checkpoint rows: models follow the newest; pruning keeps the newest K and what is in use."""
 
-from pathlib import Path
-
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store import jobs
 from store.checkpoints import checkpoint_key, job_models, prune_checkpoints, register_checkpoint
-from store.db import make_engine
-from store.migrate import upgrade
 from store.models import Checkpoint
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def session(request, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'c.db'}"
-        upgrade(url)
-    else:
-        url = request.getfixturevalue("migrated_postgres_url")
-    engine = make_engine(url)
-    with Session(engine, expire_on_commit=False) as s:
-        yield s
-    engine.dispose()
 
 
 def _train_job_with_checkpoints(session: Session, tags_by_step: dict[int, set[str]]):

@@ -1,29 +1,13 @@
 """The job state machine on PostgreSQL and SQLite: guarded moves, idempotency, reaping."""
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from store import jobs
-from store.db import make_engine
-from store.migrate import upgrade
 from store.models import Job, JobEvent
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def session(request, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-        upgrade(url)
-    else:
-        url = request.getfixturevalue("migrated_postgres_url")
-    engine = make_engine(url)
-    with Session(engine, expire_on_commit=False) as s:
-        yield s
-    engine.dispose()
 
 
 def _new(session: Session, **kw) -> Job:

@@ -1,31 +1,19 @@
 """Metric rows: a resumed run overwrites repeated steps; reads filter and downsample."""
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store import jobs
-from store.db import make_engine
 from store.metrics import downsample, read_metrics, write_metrics
-from store.migrate import upgrade
 from store.models import Metric
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def session_and_job(request, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'm.db'}"
-        upgrade(url)
-    else:
-        url = request.getfixturevalue("migrated_postgres_url")
-    engine = make_engine(url)
-    with Session(engine) as s:
-        job, _ = jobs.create_job(s, owner="ann", kind="train", config={}, total_steps=10)
-        s.commit()
-        yield s, job.id
-    engine.dispose()
+@pytest.fixture
+def session_and_job(session: Session):
+    job, _ = jobs.create_job(session, owner="ann", kind="train", config={}, total_steps=10)
+    session.commit()
+    return session, job.id
 
 
 def test_repeated_step_overwrites_instead_of_duplicating(session_and_job):
