@@ -238,11 +238,8 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="e.g. -1 or base")
 
 
 def _core(command: str, ctx: typer.Context) -> None:
-    try:
-        from sagan_core.cli import main
-    except ImportError as e:
-        typer.echo(f"sagan {command}: the core CLI is not available ({e})", err=True)
-        raise typer.Exit(2) from e
+    from sagan_core.cli import main
+
     code = main([command, *ctx.args])
     raise typer.Exit(code or 0)
 

@@ -21,10 +21,8 @@ STATE_POLL_SECONDS = 1.0
 
 def worker_shutting_down() -> bool:
     """True once Celery's warm/cold shutdown started (SIGTERM/SIGINT/SIGQUIT to the worker)."""
-    try:
-        from celery.worker import state
-    except ImportError:  # pragma: no cover - celery is a service dependency
-        return False
+    from celery.worker import state
+
     # Set flags hold an exit code (a clean one is 0): test identity, as Celery does.
     return any(
         flag is not None and flag is not False
