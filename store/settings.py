@@ -41,8 +41,6 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 10.0
     stale_after_seconds: float = 300.0
     worker_device: str = "auto"
-    host: str = "127.0.0.1"
-    port: int = 8000
     sample_cache_size: int = 8
     max_samples_per_request: int = 256
 
