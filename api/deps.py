@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.settings import Settings, get_settings
+from store.db import sessionmaker_for
+from store.queue import celery_for
+from store.settings import Settings
 from store.storage import Storage, storage_from_settings
 
 if TYPE_CHECKING:
@@ -26,35 +28,19 @@ OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 
 class Services:
-    """The app's connections, made on first use (create_app itself touches nothing).
-
-    With the process-wide settings the store's cached engine and Celery app are shared, so the API
-    and store functions called in the same process talk to one database and one broker.
-    """
+    """The app's connections, made on first use from the settings it was given (create_app itself
+    touches nothing). Engines and Celery apps are shared per URL within a process (store.db,
+    store.queue), so handlers and store functions in one process use one pool."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._lock = threading.Lock()
-        self._sessionmaker: sessionmaker[Session] | None = None
         self._storage: Storage | None = None
-        self._celery: Celery | None = None
         self._renderer: SampleRenderer | None = None
-
-    def _is_global(self) -> bool:
-        return self.settings is get_settings()
 
     @property
     def sessionmaker(self) -> sessionmaker[Session]:
-        with self._lock:
-            if self._sessionmaker is None:
-                from store.db import get_sessionmaker, make_engine
-
-                if self._is_global():
-                    self._sessionmaker = get_sessionmaker()
-                else:
-                    engine = make_engine(self.settings.resolved_database_url())
-                    self._sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
-            return self._sessionmaker
+        return sessionmaker_for(self.settings.resolved_database_url())
 
     @property
     def storage(self) -> Storage:
@@ -65,12 +51,7 @@ class Services:
 
     @property
     def celery(self) -> Celery:
-        with self._lock:
-            if self._celery is None:
-                from store.queue import get_celery, make_celery
-
-                self._celery = get_celery() if self._is_global() else make_celery(self.settings)
-            return self._celery
+        return celery_for(self.settings)
 
     @property
     def renderer(self) -> SampleRenderer:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -12,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sagan_core.config import MAX_SEED
 from store.settings import Settings
 from store.storage import Storage
 
-MAX_SEED = 2**63 - 1
-INDEX_RE = re.compile(r"-?[0-9]+")
 RENDERED_CACHE_SIZE = 64  # PNGs of recent queries; a repeated query costs no forward pass
 
 
@@ -24,29 +22,11 @@ class SampleRequestError(ValueError):
     """A sample query the model cannot answer; str(e) names the parameter and the problem."""
 
 
-def resolve_class(value: int | str, class_names: list[str]) -> int:
-    """A class by index (an int or a string of digits) or by one of the model's class names."""
-    n = len(class_names)
-    text = str(value).strip()
-    # ASCII digits only: str.isdigit() also takes "²" and "٣", and int() refuses "--3".
-    if isinstance(value, int) or INDEX_RE.fullmatch(text):
-        index = int(text)
-        if not 0 <= index < n:
-            raise SampleRequestError(
-                f"class {index} out of range: model has {n} classes (0-{n - 1})"
-            )
-        return index
-    if text in class_names:
-        return class_names.index(text)
-    shown = ", ".join(class_names[:20]) + (", ..." if n > 20 else "")
-    raise SampleRequestError(f"unknown class {text!r}: give an index 0-{n - 1} or one of: {shown}")
-
-
 def check_sample_query(n: int, seed: int, truncation: float, max_n: int) -> None:
     if not 1 <= n <= max_n:
         raise SampleRequestError(f"n: must be between 1 and {max_n} (got {n})")
     if not 0 <= seed <= MAX_SEED:
-        raise SampleRequestError(f"seed: must be between 0 and 2**63-1 (got {seed})")
+        raise SampleRequestError(f"seed: must be between 0 and {MAX_SEED} (got {seed})")
     if not (math.isfinite(truncation) and truncation > 0):
         raise SampleRequestError(f"truncation: must be a finite number > 0 (got {truncation})")
 

@@ -13,6 +13,7 @@ COPY sagan_core sagan_core
 COPY store store
 COPY api api
 COPY worker worker
+COPY sagan_cli sagan_cli
 COPY migrations migrations
 RUN pip install -e .
 

@@ -9,6 +9,7 @@ COPY sagan_core sagan_core
 COPY store store
 COPY api api
 COPY worker worker
+COPY sagan_cli sagan_cli
 COPY migrations migrations
 # The image's torch/torchvision satisfy the pins, so pip keeps them (CUDA builds).
 RUN pip install -e .

@@ -58,7 +58,6 @@ def _trainer(args: argparse.Namespace, overrides: dict) -> Trainer:
         **overrides,
     )
     trainer = Trainer(cfg, run_dir=".bench-unused")
-    trainer._setup()
     trainer.G.train()
     trainer.D.train()
     return trainer

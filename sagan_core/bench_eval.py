@@ -23,9 +23,10 @@ import torch
 from torch_fidelity.generative_model_base import GenerativeModelBase
 
 from .config import TrainConfig
-from .evaluate import DirectoryStatsCache, FeatureExtractor, evaluate_generator, to_uint8
+from .device import resolve_device
+from .evaluate import DirectoryStatsCache, FeatureExtractor, evaluate_generator
 from .models import Generator
-from .trainer import resolve_device
+from .sample import to_uint8
 
 
 class _FidelityGenerator(GenerativeModelBase):

@@ -16,6 +16,17 @@ from .models import Generator
 FORMAT_VERSION = 1
 
 
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where a run directory keeps the checkpoint of a step."""
+    return Path(run_dir) / "checkpoints" / f"step-{step:07d}.pt"
+
+
+def newest_checkpoint_file(run_dir: str | Path) -> Path | None:
+    """The run directory's checkpoint of the highest step, or None."""
+    found = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
+    return found[-1] if found else None
+
+
 def save_checkpoint(path: str | Path, **contents: Any) -> Path:
     """Write `contents` (plus the format version) atomically: a temp file renamed into place."""
     path = Path(path)

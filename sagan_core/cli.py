@@ -9,8 +9,11 @@ import sys
 import typing
 from pathlib import Path
 
+from .checkpoint import newest_checkpoint_file
+from .classes import ClassError, resolve_class
 from .config import PRESET_TRAINING, ConfigError, TrainConfig
-from .data import DatasetError
+from .data import DatasetError, build_dataset
+from .run_dir import RunDirectoryWriter
 from .trainer import Trainer, TrainerCallbacks
 
 HELP = {
@@ -113,11 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step-*.pt"))
-    return found[-1] if found else None
-
-
 def _train(args: argparse.Namespace) -> int:
     values = json.loads(args.config.read_text()) if args.config else {}
     for name in TrainConfig.field_names():
@@ -125,20 +123,29 @@ def _train(args: argparse.Namespace) -> int:
             values[name] = getattr(args, name)
     cfg = TrainConfig.from_dict(values).validate()
     run_dir = args.run_dir or Path("runs") / cfg.dataset
-    resume = latest_checkpoint(run_dir) if args.resume else None
+    resume = newest_checkpoint_file(run_dir) if args.resume else None
     if args.resume and resume is None:
         print(f"no checkpoint in {run_dir / 'checkpoints'}; starting fresh", file=sys.stderr)
-    progress = _ProgressCallbacks(cfg.steps)
-    trainer = Trainer(cfg, run_dir, callbacks=progress)
+    dataset = build_dataset(cfg.resolved())
+    evaluator = None
     if cfg.eval_every:
         from .evaluate import DirectoryStatsCache, make_training_evaluator
 
         # Reference statistics are shared by runs: cached beside the run directories.
-        trainer.evaluate_fn = make_training_evaluator(
-            trainer,
+        evaluator = make_training_evaluator(
+            dataset,
+            cfg.resolved(),
             weights_path=args.inception_weights,
             cache=DirectoryStatsCache(run_dir.parent / ".stats-cache"),
         )
+    progress = _ProgressCallbacks(cfg.steps)
+    trainer = Trainer(
+        cfg,
+        run_dir,
+        callbacks=[progress, RunDirectoryWriter(run_dir)],
+        evaluator=evaluator,
+        dataset=dataset,
+    )
     try:
         result = trainer.run(resume_from=resume)
     finally:
@@ -153,20 +160,16 @@ def _sample(args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint
     if checkpoint.is_dir():  # a run directory: its latest checkpoint
-        checkpoint = latest_checkpoint(checkpoint)
+        checkpoint = newest_checkpoint_file(checkpoint)
         if checkpoint is None:
             raise FileNotFoundError(f"no checkpoint in {args.checkpoint / 'checkpoints'}")
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     G, _, class_names = load_generator(checkpoint, device=args.device)
-    if args.cls in class_names:
-        cls = class_names.index(args.cls)
-    elif args.cls.lstrip("-").isdigit():
-        cls = int(args.cls)
-    else:
-        raise ValueError(f"--class {args.cls!r} is neither an index nor one of {class_names}")
-    if not 0 <= cls < len(class_names):
-        raise ValueError(f"--class {cls} out of range 0..{len(class_names) - 1}")
+    try:
+        cls = resolve_class(args.cls, class_names)
+    except ClassError as e:
+        raise ValueError(f"--class: {e}") from e
     png = grid_png(sample(G, cls, args.n, args.seed, args.truncation), nrow=args.nrow)
     args.output.write_bytes(png)
     print(f"wrote {args.output}")

@@ -213,6 +213,21 @@ class TrainConfig:
                 setattr(out, name, value)
         return out
 
+    def reference_data(
+        self, dataset: str | None = None, data_root: str | None = None
+    ) -> TrainConfig:
+        """The config of the real images a model trained with this config is scored against.
+
+        By default its own training data; another `dataset` does not inherit the training
+        `data_root` (nor its class count), only the one given with it.
+        """
+        out = dataclasses.replace(self)
+        if dataset is not None and dataset != self.dataset:
+            out.dataset, out.data_root, out.num_classes = dataset, data_root, None
+        elif data_root is not None:
+            out.data_root = data_root
+        return out
+
 
 _SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 

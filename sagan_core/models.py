@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import D_ARCH, G_ARCH, G_ATTN_SIZE, attention_channels  # noqa: F401
+from .config import D_ARCH, G_ARCH, G_ATTN_SIZE
 from .layers import ConditionalBatchNorm2d, SelfAttention, sn_conv, sn_embedding, sn_linear
 
 

@@ -48,9 +48,13 @@ def _latents(generator, classes, n: int, seed: int, truncation: float):
     return z.to(device), y.to(device)
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu()  # (n, H, W, 3)
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] (N, C, H, W) to uint8 [0, 255], same layout and device."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _to_hwc(x: torch.Tensor) -> torch.Tensor:
+    return to_uint8(x).permute(0, 2, 3, 1).contiguous().cpu()  # (n, H, W, 3)
 
 
 @torch.no_grad()
@@ -72,7 +76,7 @@ def sample(
         x = generator(z, y)  # (n, 3, H, W) in [-1, 1]
     finally:
         generator.train(was_training)
-    return _to_uint8(x)
+    return _to_hwc(x)
 
 
 @torch.no_grad()
@@ -105,7 +109,7 @@ def attention_map(
     generator.eval()
     handle = layers[0].register_forward_hook(with_map)
     try:
-        images = _to_uint8(generator(z, y))  # (n, H, W, 3)
+        images = _to_hwc(generator(z, y))  # (n, H, W, 3)
     finally:
         handle.remove()
         generator.train(was_training)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +15,17 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checkpoint import build_generator, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import (
+    build_generator,
+    capture_rng,
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from .config import ConfigError, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
+from .device import resolve_device
 from .losses import d_hinge_loss, g_hinge_loss
 from .models import Discriminator, Generator
 from .sample import grid_png, sample
@@ -43,6 +50,32 @@ class TrainerCallbacks:
         pass
 
 
+class CallbackList(TrainerCallbacks):
+    """Several callbacks as one: each hears every event; any one of them can stop the run."""
+
+    def __init__(self, callbacks: Sequence[TrainerCallbacks]):
+        self.callbacks = list(callbacks)
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        for c in self.callbacks:
+            c.on_metrics(step, metrics)
+
+    def on_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
+        for c in self.callbacks:
+            c.on_checkpoint(step, path, tags)
+
+    def should_stop(self, step: int) -> bool:
+        return any([c.should_stop(step) for c in self.callbacks])  # every one sees every step
+
+    def on_samples(self, step: int, png: bytes) -> None:
+        for c in self.callbacks:
+            c.on_samples(step, png)
+
+
+# What an evaluator is: (step, G_ema) -> metrics such as {"is": ..., "fid": ...}.
+Evaluator = Callable[[int, torch.nn.Module], dict[str, float]]
+
+
 class DivergedError(RuntimeError):
     def __init__(self, step: int, detail: str = ""):
         super().__init__(
@@ -58,12 +91,6 @@ class TrainResult:
     last_checkpoint: Path | None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model on parameters; buffers (BN stats, SN u/v) copied."""
@@ -74,28 +101,34 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 class Trainer:
+    """One training run, built whole at construction: data, G, D, G_ema, optimisers.
+
+    `dataset` defaults to the config's (`build_dataset`); `evaluator` is called every `eval_every`
+    steps with G_ema; `callbacks` (one or several) hear metrics, checkpoints and samples and may
+    stop the run. Checkpoints are written under `run_dir/checkpoints` and handed to the callbacks.
+    The global RNGs are seeded here, so construct a trainer just before running it.
+    """
+
     def __init__(
         self,
         config: TrainConfig,
         run_dir: Path | str,
-        callbacks: TrainerCallbacks | None = None,
-        evaluator: Callable[[int, torch.nn.Module], dict[str, float]] | None = None,
+        callbacks: TrainerCallbacks | Sequence[TrainerCallbacks] = (),
+        evaluator: Evaluator | None = None,
+        dataset=None,  # noqa: ANN001  (a sagan_core.data dataset)
     ):
         config.validate()
-        self.config = config.resolved()
+        cfg = self.config = config.resolved()
         self.run_dir = Path(run_dir)
-        self.callbacks = callbacks or TrainerCallbacks()
-        self.evaluate_fn = evaluator
-
-    # -- setup ------------------------------------------------------------------------------
-
-    def _setup(self) -> None:
-        cfg = self.config
+        if isinstance(callbacks, TrainerCallbacks):
+            callbacks = [callbacks]
+        self.callbacks = CallbackList(callbacks)
+        self.evaluator = evaluator
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
-        self.dataset = build_dataset(cfg)
+        self.dataset = dataset if dataset is not None else build_dataset(cfg)
         cfg.num_classes = self.dataset.num_classes
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.sampler = BatchSampler(self.dataset, cfg.batch_size, self.device, self.data_gen)
@@ -183,7 +216,6 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self, resume_from: Path | str | None = None) -> TrainResult:
-        self._setup()
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is not None:
@@ -232,8 +264,8 @@ class Trainer:
             if cfg.sample_every and (step % cfg.sample_every == 0 or final):
                 self._samples(step)
             tags = set()
-            if cfg.eval_every and self.evaluate_fn and (step % cfg.eval_every == 0 or final):
-                results = {k: float(v) for k, v in self.evaluate_fn(step, self.G_ema).items()}
+            if cfg.eval_every and self.evaluator and (step % cfg.eval_every == 0 or final):
+                results = {k: float(v) for k, v in self.evaluator(step, self.G_ema).items()}
                 self._emit_metrics(step, results)
                 if results.get("fid", math.inf) < self.best_fid:
                     self.best_fid = results["fid"]
@@ -257,8 +289,6 @@ class Trainer:
         return out
 
     def _emit_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
         self.callbacks.on_metrics(step, metrics)
 
     def _samples(self, step: int) -> None:
@@ -269,14 +299,11 @@ class Trainer:
         per_row = 8
         classes = [c for c in rows for _ in range(per_row)]
         png = grid_png(sample(self.G_ema, classes, len(classes), seed=0), nrow=per_row)
-        out = self.run_dir / "samples" / f"step-{step:07d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(png)
         self.callbacks.on_samples(step, png)
 
     def _save(self, tags: set[str]) -> Path:
         """Save the current state; keep only this, the previous latest's successor and the best."""
-        path = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+        path = checkpoint_path(self.run_dir, self.step)
         save_checkpoint(
             path,
             G=self.G.state_dict(),
@@ -304,4 +331,12 @@ class Trainer:
         return path
 
 
-__all__ = ["DivergedError", "TrainResult", "Trainer", "TrainerCallbacks", "DatasetError"]
+__all__ = [
+    "CallbackList",
+    "DatasetError",
+    "DivergedError",
+    "Evaluator",
+    "TrainResult",
+    "Trainer",
+    "TrainerCallbacks",
+]

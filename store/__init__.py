@@ -2,10 +2,10 @@
 
 
 def reset_caches() -> None:
-    """Forget cached settings, engine and Celery app; the next use re-reads SAGAN_* variables."""
-    from store.db import get_engine, get_sessionmaker
-    from store.queue import get_celery
+    """Forget cached settings, engines and Celery apps; the next use re-reads SAGAN_* variables."""
+    from store.db import sessionmaker_for
+    from store.queue import celery_for
     from store.settings import get_settings
 
-    for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
+    for cached in (get_settings, sessionmaker_for, celery_for):
         cached.cache_clear()

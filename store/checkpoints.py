@@ -57,7 +57,8 @@ def register_checkpoint(
     return ckpt, models
 
 
-def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+def newest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    """The job's registered checkpoint of the highest step: where a retried run resumes."""
     return (
         session.execute(
             select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())

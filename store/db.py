@@ -1,4 +1,4 @@
-"""Database engine and sessions, for PostgreSQL and SQLite alike."""
+"""Database engine and sessions for PostgreSQL and SQLite, keyed by the URL they are given."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from store.settings import get_settings
+from store.settings import Settings
 
 
 class Base(DeclarativeBase):
@@ -34,19 +34,15 @@ def make_engine(url: str) -> Engine:
 
 
 @lru_cache
-def get_engine() -> Engine:
-    return make_engine(get_settings().resolved_database_url())
-
-
-@lru_cache
-def get_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(), expire_on_commit=False)
+def sessionmaker_for(url: str) -> sessionmaker[Session]:
+    """One engine (one connection pool) per database URL and process."""
+    return sessionmaker(bind=make_engine(url), expire_on_commit=False)
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    session = get_sessionmaker()()
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """A session on the settings' database that commits on success and rolls back on error."""
+    session = sessionmaker_for(settings.resolved_database_url())()
     try:
         yield session
         session.commit()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from celery import Celery
 
-from store.settings import Settings, get_settings
+from store.settings import Settings
 
 TRAIN_TASK = "sagan.train"
 EVALUATE_TASK = "sagan.evaluate"
@@ -45,15 +43,20 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-@lru_cache
-def get_celery() -> Celery:
-    return make_celery(get_settings())
+_apps: dict[tuple[str, str, str], Celery] = {}
 
 
-def enqueue_job(
-    job_id: str, kind: str, app: Celery | None = None, queue: str | None = None
-) -> None:
-    """Send the job's task (its id only); `app`/`queue` default to the process-wide settings."""
-    (app or get_celery()).send_task(
-        TASK_FOR_KIND[kind], args=[job_id], queue=queue or get_settings().train_queue
-    )
+def celery_for(settings: Settings) -> Celery:
+    """One Celery app per broker (and queue) in a process: its connection pool is reused."""
+    key = (settings.resolved_broker_url(), str(settings.broker_dir()), settings.train_queue)
+    if key not in _apps:
+        _apps[key] = make_celery(settings)
+    return _apps[key]
+
+
+celery_for.cache_clear = _apps.clear  # type: ignore[attr-defined]  # as store.reset_caches expects
+
+
+def enqueue_job(settings: Settings, job_id: str, kind: str) -> None:
+    """Send the job's task (its id only) to the settings' broker and training queue."""
+    celery_for(settings).send_task(TASK_FOR_KIND[kind], args=[job_id], queue=settings.train_queue)

@@ -11,6 +11,7 @@ from store import jobs
 from store.checkpoints import checkpoint_key, prune_checkpoints, register_checkpoint
 from store.db import session_scope
 from store.metrics import write_metrics
+from store.settings import Settings
 from store.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -31,28 +32,32 @@ def worker_shutting_down() -> bool:
 
 
 class JobCallbacks(TrainerCallbacks):
-    """Connects one Trainer run to its job row and to object storage.
+    """Connects one Trainer run to its job row (the settings' database) and to object storage.
 
-    `trainer` is set after the Trainer is built: the checkpoint rows need its resolved config and
-    its dataset's class names.
+    `resolution` and `class_names` describe the run's model for the checkpoint and model rows.
     """
 
     def __init__(
         self,
         job_id: str,
         worker: str,
+        settings: Settings,
         storage: Storage,
-        heartbeat_seconds: float,
-        keep_checkpoints: int = 0,
+        *,
+        resolution: int,
+        class_names: list[str],
+        last_checkpoint_step: int | None = None,
     ):
         self.job_id = job_id
-        self.keep_checkpoints = keep_checkpoints
         self.worker = worker
+        self.settings = settings
         self.storage = storage
-        self.heartbeat_seconds = heartbeat_seconds
-        self.trainer = None
+        self.keep_checkpoints = settings.keep_checkpoints
+        self.heartbeat_seconds = settings.heartbeat_seconds
+        self.resolution = resolution
+        self.class_names = list(class_names)
         self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost"
-        self.last_checkpoint_step: int | None = None
+        self.last_checkpoint_step = last_checkpoint_step
         self.images_per_s: float | None = None
         self._last_beat = 0.0
         self._last_poll = 0.0
@@ -61,7 +66,7 @@ class JobCallbacks(TrainerCallbacks):
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         rows = [(name, step, value) for name, value in metrics.items()]
-        with session_scope() as session:  # one transaction per log event
+        with session_scope(self.settings) as session:  # one transaction per log event
             write_metrics(session, self.job_id, rows)
         if "images_per_s" in metrics:
             self.images_per_s = metrics["images_per_s"]
@@ -74,9 +79,7 @@ class JobCallbacks(TrainerCallbacks):
         # Storage first, then the rows: a registered checkpoint is always downloadable.
         key = checkpoint_key(self.job_id, step)
         size = self.storage.put_file(key, path)
-        cfg = self.trainer.config
-        class_names = list(self.trainer.dataset.class_names)
-        with session_scope() as session:
+        with session_scope(self.settings) as session:
             job = jobs.get_job(session, self.job_id)
             register_checkpoint(
                 session,
@@ -85,8 +88,8 @@ class JobCallbacks(TrainerCallbacks):
                 key=key,
                 size_bytes=size,
                 tags=set(tags) | {"latest"},  # every new checkpoint is the latest one
-                resolution=cfg.resolution,
-                class_names=class_names,
+                resolution=self.resolution,
+                class_names=self.class_names,
             )
             tag_list = ", ".join(sorted(tags))
             jobs.add_event(session, self.job_id, "checkpoint", f"step {step} [{tag_list}] {key}")
@@ -109,7 +112,7 @@ class JobCallbacks(TrainerCallbacks):
         if now - self._last_poll < min(STATE_POLL_SECONDS, self.heartbeat_seconds):
             return False
         self._last_poll = now
-        with session_scope() as session:
+        with session_scope(self.settings) as session:
             if now - self._last_beat >= self.heartbeat_seconds:
                 self._last_beat = now
                 jobs.heartbeat(

@@ -9,29 +9,32 @@ from __future__ import annotations
 
 import logging
 
-from store.queue import EVALUATE_TASK, TRAIN_TASK, enqueue_job, get_celery
+from store.queue import EVALUATE_TASK, TRAIN_TASK, celery_for, enqueue_job
+from store.settings import get_settings
 from worker import tasks
 from worker.callbacks import worker_shutting_down
 
-app = get_celery()
+# A worker process serves one deployment: the settings its environment gives when it starts.
+settings = get_settings()
+app = celery_for(settings)
 
 
 def _pass_on(job_id: str, kind: str) -> bool:
     """A worker in warm shutdown still gets the message it prefetched: send it on, untouched."""
     if worker_shutting_down():
-        enqueue_job(job_id, kind)
+        enqueue_job(settings, job_id, kind)
         return True
     return False
 
 
 @app.task(name=TRAIN_TASK, ignore_result=True)
 def train(job_id: str) -> str | None:
-    return None if _pass_on(job_id, "train") else tasks.train_job(job_id)
+    return None if _pass_on(job_id, "train") else tasks.train_job(job_id, settings)
 
 
 @app.task(name=EVALUATE_TASK, ignore_result=True)
 def evaluate(job_id: str) -> str | None:
-    return None if _pass_on(job_id, "evaluate") else tasks.evaluate_job(job_id)
+    return None if _pass_on(job_id, "evaluate") else tasks.evaluate_job(job_id, settings)
 
 
 if not logging.getLogger().handlers:  # the app keeps Celery off the root logger; give ours one

@@ -11,7 +11,6 @@ from store.storage import Storage
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_SETTING = "SAGAN_INCEPTION_WEIGHTS"
 EVAL_METRICS = ("is", "fid", "kid")
 TRAIN_EVAL_METRICS = ("is", "fid", "kid")
 
@@ -29,51 +28,48 @@ class StorageStatsCache:
         self.storage.put_bytes(key, data)
 
 
-def resolve_inception_weights(settings: Settings, storage: Storage) -> Path:
-    """A local file of the Inception weights, or EvaluationError naming SAGAN_INCEPTION_WEIGHTS.
+def local_inception_weights(settings: Settings, storage: Storage) -> Path:
+    """A local file of the Inception weights (the core's order; see resolve_inception_weights).
 
-    The setting is a local path, or a storage key downloaded once into <data_dir>/inception/.
-    Unset, the core looks in torch hub's cache and downloads where the internet is reachable.
+    SAGAN_INCEPTION_WEIGHTS may also be a storage key: downloaded once into <data_dir>/inception/.
     """
     from sagan_core import evaluate
 
-    configured = settings.inception_weights
-    if not configured:
-        return evaluate.resolve_inception_weights(None, download=True)
-    local = Path(configured).expanduser()
-    if local.is_file():
-        return local
-    cached = (settings.data_dir / "inception" / Path(configured).name).resolve()
-    if cached.is_file():
+    def from_storage(key: str) -> Path:
+        cached = (settings.data_dir / "inception" / Path(key).name).resolve()
+        if cached.is_file():
+            return cached
+        try:
+            found = storage.exists(key)
+        except Exception as e:  # an invalid key or an unreachable store: say which setting to fix
+            found, reason = False, f"{type(e).__name__}: {e}"
+        else:
+            reason = "it is neither a local file nor a key in object storage"
+        if not found:
+            raise LookupError(f"{evaluate.WEIGHTS_ENV}={key!r}: {reason}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_name(cached.name + ".part")
+        storage.download(key, part)
+        part.replace(cached)
+        log.info("Inception weights %s downloaded from storage to %s", key, cached)
         return cached
-    try:
-        found = storage.exists(configured)
-    except Exception as e:  # an invalid key or an unreachable store: say which setting to fix
-        found, reason = False, f"{type(e).__name__}: {e}"
-    else:
-        reason = "it is neither a local file nor a key in object storage"
-    if not found:
-        raise evaluate.EvaluationError(
-            f"Inception weights not found: {WEIGHTS_SETTING}={configured!r}: {reason}. Set "
-            f"{WEIGHTS_SETTING} to a local copy or storage key of {evaluate.INCEPTION_WEIGHTS_FILE}"
-        )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    part = cached.with_name(cached.name + ".part")
-    storage.download(configured, part)
-    part.replace(cached)
-    log.info("Inception weights %s downloaded from storage to %s", configured, cached)
-    return cached
+
+    return evaluate.resolve_inception_weights(settings.inception_weights, fetch=from_storage)
 
 
 def train_evaluator(
-    trainer, settings: Settings, storage: Storage
+    dataset,  # noqa: ANN001  (the run's sagan_core.data dataset)
+    config,  # noqa: ANN001  (the run's resolved TrainConfig)
+    settings: Settings,
+    storage: Storage,
 ) -> Callable[[int, object], dict[str, float]]:
-    """The trainer's eval hook, its reference statistics cached in object storage."""
+    """The trainer's evaluator, its reference statistics cached in object storage."""
     from sagan_core import evaluate
 
     return evaluate.make_training_evaluator(
-        trainer,
-        weights_path=resolve_inception_weights(settings, storage),
+        dataset,
+        config,
+        weights_path=local_inception_weights(settings, storage),
         cache=StorageStatsCache(storage),
         metrics=TRAIN_EVAL_METRICS,
     )
@@ -91,16 +87,9 @@ def evaluate_model(
     from sagan_core.checkpoint import load_generator
     from sagan_core.data import build_dataset
 
-    weights = resolve_inception_weights(settings, storage)
+    weights = local_inception_weights(settings, storage)
     G, cfg, _ = load_generator(checkpoint, device=device)
-    ref = cfg.to_dict()
-    for name in ("dataset", "data_root"):
-        if job_config.get(name):
-            ref[name] = job_config[name]
-    if job_config.get("dataset") and not job_config.get("data_root"):
-        ref["data_root"] = None  # a different dataset does not inherit the training data root
-    ref["num_classes"] = None if ref["dataset"] != cfg.dataset else ref["num_classes"]
-    ref_cfg = type(cfg).from_dict(ref)
+    ref_cfg = cfg.reference_data(job_config.get("dataset"), job_config.get("data_root"))
     dataset = build_dataset(ref_cfg)
     n = int(job_config.get("samples") or cfg.eval_samples)
     classes = job_config.get("classes") or None

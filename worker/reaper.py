@@ -12,15 +12,14 @@ from store import jobs
 from store.db import session_scope
 from store.models import Job
 from store.queue import enqueue_job
-from store.settings import Settings, get_settings
+from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def reap_stale(settings: Settings | None = None) -> list[str]:
+def reap_stale(settings: Settings) -> list[str]:
     """Requeue running jobs silent for settings.stale_after_seconds; returns the requeued ids."""
-    settings = settings or get_settings()
-    with session_scope() as session:
+    with session_scope(settings) as session:
         requeued = jobs.requeue_stale(session, timedelta(seconds=settings.stale_after_seconds))
         kinds = (
             dict(session.execute(select(Job.id, Job.kind).where(Job.id.in_(requeued))).all())
@@ -28,13 +27,13 @@ def reap_stale(settings: Settings | None = None) -> list[str]:
             else {}
         )
     for job_id in requeued:  # after the commit: the task must find the row queued
-        enqueue_job(job_id, kinds[job_id])
+        enqueue_job(settings, job_id, kinds[job_id])
         log.warning("job %s: worker stopped heartbeating; requeued", job_id)
     return requeued
 
 
 def start_reaper_thread(
-    settings: Settings | None = None, interval_s: float = 60.0
+    settings: Settings, interval_s: float = 60.0
 ) -> tuple[threading.Thread, threading.Event]:
     """Run reap_stale now and every interval_s in a daemon thread until the event is set."""
     stop = threading.Event()

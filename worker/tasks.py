@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 
 from store import jobs
-from store.checkpoints import latest_checkpoint
+from store.checkpoints import newest_checkpoint
 from store.db import session_scope
 from store.metrics import write_metrics
 from store.models import Model
 from store.queue import enqueue_job
-from store.settings import Settings, get_settings
+from store.settings import Settings
 from store.storage import StorageError, storage_from_settings
 from worker.callbacks import JobCallbacks
 
@@ -33,13 +33,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def resolve_device(settings: Settings) -> str:
-    """SAGAN_WORKER_DEVICE, with auto meaning cuda where there is one, else cpu."""
-    if settings.worker_device != "auto":
-        return settings.worker_device
-    import torch
+def job_device(settings: Settings, requested: str = "auto") -> str:
+    """The device a job runs on: its own choice, else SAGAN_WORKER_DEVICE (auto: CUDA if any)."""
+    from sagan_core.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(settings.worker_device if requested == "auto" else requested))
 
 
 def failure_message(error: BaseException, last_checkpoint_step: int | None) -> str:
@@ -69,9 +67,9 @@ def failure_message(error: BaseException, last_checkpoint_step: int | None) -> s
     return message[:MAX_ERROR_CHARS]
 
 
-def _claim(job_id: str, worker: str, kind: str) -> dict | None:
+def _claim(settings: Settings, job_id: str, worker: str, kind: str) -> dict | None:
     """Claim the job; returns what the run needs from its row, or None if it is not ours."""
-    with session_scope() as session:
+    with session_scope(settings) as session:
         try:
             claimed = jobs.claim_job(session, job_id, worker)
         except jobs.JobNotFound:
@@ -84,7 +82,7 @@ def _claim(job_id: str, worker: str, kind: str) -> dict | None:
         if job.kind != kind:
             jobs.finish_job(session, job_id, jobs.FAILED, f"a {kind} task got a {job.kind} job")
             return None
-        ckpt = latest_checkpoint(session, job_id)
+        ckpt = newest_checkpoint(session, job_id)
         return {
             "config": dict(job.config),
             "model_id": job.model_id,
@@ -94,8 +92,10 @@ def _claim(job_id: str, worker: str, kind: str) -> dict | None:
         }
 
 
-def _finish(job_id: str, worker: str, state: str, error: str | None = None) -> str:
-    with session_scope() as session:
+def _finish(
+    settings: Settings, job_id: str, worker: str, state: str, error: str | None = None
+) -> str:
+    with session_scope(settings) as session:
         if not jobs.finish_job(session, job_id, state, error, worker=worker):
             log.warning(
                 "job %s: could not move to %s (no longer owned by %s)", job_id, state, worker
@@ -110,59 +110,68 @@ def _run_dir(settings: Settings, job_id: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=root))
 
 
-def train_job(job_id: str, settings: Settings | None = None) -> str | None:
+def train_job(job_id: str, settings: Settings) -> str | None:
     """Run a train job to its end; returns the state it left the job in (None: not ours)."""
     from sagan_core.config import TrainConfig
+    from sagan_core.data import build_dataset
     from sagan_core.trainer import Trainer
 
-    settings = settings or get_settings()
     worker = worker_name()
-    row = _claim(job_id, worker, "train")
+    row = _claim(settings, job_id, worker, "train")
     if row is None:
         return None
     storage = storage_from_settings(settings)
-    callbacks = JobCallbacks(
-        job_id, worker, storage, settings.heartbeat_seconds, settings.keep_checkpoints
-    )
-    callbacks.last_checkpoint_step = row["checkpoint_step"]
+    last_checkpoint_step = row["checkpoint_step"]
+    callbacks = None
     run_dir = _run_dir(settings, job_id)
     try:
-        cfg = TrainConfig.from_dict(row["config"])
-        if cfg.device == "auto":
-            cfg.device = resolve_device(settings)
+        cfg = TrainConfig.from_dict(row["config"]).validate().resolved()
+        cfg.device = job_device(settings, cfg.device)
+        dataset = build_dataset(cfg)
+        evaluator = None
+        if cfg.eval_every:
+            from worker.evaluation import train_evaluator
+
+            evaluator = train_evaluator(dataset, cfg, settings, storage)
         resume = None
         if row["checkpoint_key"]:
             resume = run_dir / "resume.pt"
             storage.download(row["checkpoint_key"], resume)
             log.info("job %s resumes from step %d", job_id, row["checkpoint_step"])
-        trainer = Trainer(cfg, run_dir / "run", callbacks)
-        callbacks.trainer = trainer
-        if cfg.eval_every:
-            from worker.evaluation import train_evaluator
-
-            trainer.evaluate_fn = train_evaluator(trainer, settings, storage)
+        callbacks = JobCallbacks(
+            job_id,
+            worker,
+            settings,
+            storage,
+            resolution=cfg.resolution,
+            class_names=list(dataset.class_names),
+            last_checkpoint_step=last_checkpoint_step,
+        )
+        trainer = Trainer(cfg, run_dir / "run", callbacks, evaluator=evaluator, dataset=dataset)
         result = trainer.run(resume_from=resume)
     except Exception as e:
         log.exception("job %s failed", job_id)
+        if callbacks is not None:
+            last_checkpoint_step = callbacks.last_checkpoint_step
         return _finish(
-            job_id, worker, jobs.FAILED, failure_message(e, callbacks.last_checkpoint_step)
+            settings, job_id, worker, jobs.FAILED, failure_message(e, last_checkpoint_step)
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
-    with session_scope() as session:  # the final progress, with the last measured speed
+    with session_scope(settings) as session:  # the final progress, with the last measured speed
         jobs.heartbeat(
             session, job_id, worker, step=result.step, images_per_s=callbacks.images_per_s
         )
     if not result.stopped:
-        return _finish(job_id, worker, jobs.SUCCEEDED)
+        return _finish(settings, job_id, worker, jobs.SUCCEEDED)
     if callbacks.stop_reason == "cancel":
-        return _finish(job_id, worker, jobs.CANCELLED)
+        return _finish(settings, job_id, worker, jobs.CANCELLED)
     if callbacks.stop_reason == "shutdown":
-        with session_scope() as session:
+        with session_scope(settings) as session:
             state = jobs.release_job(session, job_id, worker)
         if state == jobs.QUEUED:
-            enqueue_job(job_id, "train")  # another worker (or this one, restarted) resumes it
+            enqueue_job(settings, job_id, "train")  # another worker (or this one) resumes it
         log.info("job %s: worker shutting down at step %d -> %s", job_id, result.step, state)
         return state
     log.warning(
@@ -171,11 +180,10 @@ def train_job(job_id: str, settings: Settings | None = None) -> str | None:
     return None
 
 
-def evaluate_job(job_id: str, settings: Settings | None = None) -> str | None:
+def evaluate_job(job_id: str, settings: Settings) -> str | None:
     """Evaluate a stored model (IS/FID/KID, per-class FID); metrics land at the model's step."""
-    settings = settings or get_settings()
     worker = worker_name()
-    row = _claim(job_id, worker, "evaluate")
+    row = _claim(settings, job_id, worker, "evaluate")
     if row is None:
         return None
     storage = storage_from_settings(settings)
@@ -187,20 +195,20 @@ def evaluate_job(job_id: str, settings: Settings | None = None) -> str | None:
         key, step = config.get("checkpoint_key"), config.get("model_step")
         if not key:  # no snapshot in the job: the model's current checkpoint
             model_id = row["model_id"] or config.get("model_id")
-            with session_scope() as session:
+            with session_scope(settings) as session:
                 model = session.get(Model, model_id) if model_id else None
                 if model is None:
                     raise LookupError(f"model {model_id!r} not found")
                 key, step = model.checkpoint_key, model.step
         checkpoint = run_dir / "model.pt"
         storage.download(key, checkpoint)
-        results = evaluate_model(checkpoint, config, settings, storage, resolve_device(settings))
-        with session_scope() as session:
+        results = evaluate_model(checkpoint, config, settings, storage, job_device(settings))
+        with session_scope(settings) as session:
             write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])
             jobs.heartbeat(session, job_id, worker, step=step)
     except Exception as e:
         log.exception("evaluation job %s failed", job_id)
-        return _finish(job_id, worker, jobs.FAILED, failure_message(e, None))
+        return _finish(settings, job_id, worker, jobs.FAILED, failure_message(e, None))
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return _finish(job_id, worker, jobs.SUCCEEDED)
+    return _finish(settings, job_id, worker, jobs.SUCCEEDED)

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import MAX_INT32, MAX_INT64, OwnerDep, ServicesDep, SessionDep
-from api.sampling import SampleRequestError, resolve_class
 from api.schemas import EventOut, JobCreate, JobList, JobOut, MetricsOut
+from sagan_core.classes import ClassError, resolve_class
 from store import jobs as job_states
 from store import queue
 from store.checkpoints import job_models
@@ -89,38 +89,38 @@ def _validated_train_config(config: dict[str, Any]) -> tuple[dict[str, Any], int
 
 
 def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dict, int, str]:
-    from sagan_core.config import DATASETS
+    from sagan_core.config import DATASETS, TrainConfig
 
     if not body.model_id:
         raise HTTPException(422, "model_id: required for evaluate jobs")
     model = session.get(Model, body.model_id)
     if model is None or model.owner != owner:
         raise HTTPException(404, f"model {body.model_id!r} not found")
-    trained = session.get(Job, model.job_id)  # the model's job: same owner, kept with the model
-    train_dataset = trained.config.get("dataset")
-    dataset = body.dataset or train_dataset
     if body.dataset is not None and body.dataset not in DATASETS:
         raise HTTPException(
             422, f"dataset: unknown dataset {body.dataset!r}; known: {', '.join(DATASETS)}"
         )
+    trained = session.get(Job, model.job_id)  # the model's job: same owner, kept with the model
+    reference = TrainConfig.from_dict(trained.config).reference_data(body.dataset)
     classes = None
     if body.classes is not None:
         try:
             classes = sorted({resolve_class(c, model.class_names) for c in body.classes})
-        except SampleRequestError as e:
+        except ClassError as e:
             raise HTTPException(422, f"classes: {e}") from e
         if not classes:
             raise HTTPException(422, "classes: give at least one class, or leave it out")
     samples = body.samples or DEFAULT_EVAL_SAMPLES
-    # step/total_steps of an evaluation: the worker reports the model's step when it is done.
+    # A snapshot: the checkpoint the model points at now, and the reference data it is scored
+    # against. step/total_steps of an evaluation: the worker reports the model's step.
     config = {
         "model_id": model.id,
         "checkpoint_id": model.checkpoint_id,
         "checkpoint_key": model.checkpoint_key,
         "model_step": model.step,
         "samples": samples,
-        "dataset": dataset,
-        "data_root": trained.config.get("data_root") if dataset == train_dataset else None,
+        "dataset": reference.dataset,
+        "data_root": reference.data_root,
         "classes": classes,
     }
     return config, model.step, model.id
@@ -182,9 +182,7 @@ def create_job(
     session.commit()
     if created:
         try:
-            queue.enqueue_job(
-                job.id, job.kind, app=services.celery, queue=services.settings.train_queue
-            )
+            queue.enqueue_job(services.settings, job.id, job.kind)
         except Exception as e:  # kombu/redis raise many types; any of them means "not queued"
             log.exception("could not enqueue job %s", job.id)
             reason = f"could not send the job to the broker: {type(e).__name__}: {e}"

@@ -17,10 +17,10 @@ from api.sampling import (
     check_query_pixel,
     check_sample_query,
     etag_matches,
-    resolve_class,
     sample_etag,
 )
 from api.schemas import CheckpointUrl, ModelList, ModelOut
+from sagan_core.classes import ClassError, resolve_class
 from store.models import Model
 from store.storage import StorageError
 
@@ -113,7 +113,7 @@ def model_samples(
     try:
         class_index = resolve_class(class_, model.class_names)
         check_sample_query(n, seed, truncation, services.settings.max_samples_per_request)
-    except SampleRequestError as e:
+    except (ClassError, SampleRequestError) as e:
         raise HTTPException(400, str(e)) from e
     key, step = model.checkpoint_key, model.step
     session.close()  # rendering can take seconds: give the connection back first
@@ -155,7 +155,7 @@ def model_attention(
         class_index = resolve_class(class_, model.class_names)
         check_sample_query(1, seed, truncation, services.settings.max_samples_per_request)
         check_query_pixel(x, y, model.resolution)
-    except SampleRequestError as e:
+    except (ClassError, SampleRequestError) as e:
         raise HTTPException(400, str(e)) from e
     key, step = model.checkpoint_key, model.step
     session.close()

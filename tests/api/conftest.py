@@ -104,7 +104,7 @@ def register_model(checkpoint: Path | None, owner: str = "local", step: int = 2)
     from store.settings import get_settings
     from store.storage import storage_from_settings
 
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         job, _ = jobs.create_job(
             session,
             owner=owner,

@@ -7,12 +7,13 @@ from sqlalchemy import func, select
 
 from store.db import session_scope
 from store.models import Job
+from store.settings import get_settings
 
 MAX_INT32, MAX_INT64 = 2**31 - 1, 2**63 - 1
 
 
 def _job_rows() -> int:
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         return session.execute(select(func.count()).select_from(Job)).scalar_one()
 
 
@@ -119,8 +120,8 @@ def test_class_that_is_not_an_ascii_index_or_a_name_is_refused(embedded, make_mo
         ({"class": 10**30}, f"class {10**30} out of range: model has 10 classes (0-9)"),
         ({"class": "unknown"}, "unknown class 'unknown': give an index 0-9 or one of: zero"),
         ({"class": 3, "n": 0}, "n: must be between 1 and 256 (got 0)"),
-        ({"class": 3, "seed": -1}, "seed: must be between 0 and 2**63-1 (got -1)"),
-        ({"class": 3, "seed": 2**64}, f"seed: must be between 0 and 2**63-1 (got {2**64})"),
+        ({"class": 3, "seed": -1}, "seed: must be between 0 and 4294967295 (got -1)"),
+        ({"class": 3, "seed": 2**64}, f"seed: must be between 0 and 4294967295 (got {2**64})"),
         ({"class": 3, "truncation": 0}, "truncation: must be a finite number > 0 (got 0.0)"),
         ({"class": 3, "truncation": "nan"}, "truncation: must be a finite number > 0 (got nan)"),
         ({"class": 3, "truncation": "1e400"}, "truncation: must be a finite number > 0 (got inf)"),

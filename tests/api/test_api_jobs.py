@@ -11,6 +11,7 @@ from sagan_core.config import TrainConfig
 from store import jobs
 from store.db import session_scope
 from store.models import Job
+from store.settings import get_settings
 
 TINY = {"dataset": "digits", "resolution": 32, "steps": 100, "batch_size": 64}
 
@@ -20,7 +21,7 @@ def _post(service, body: dict | None = None, **kwargs):
 
 
 def _job_rows() -> int:
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         return session.execute(select(func.count()).select_from(Job)).scalar_one()
 
 
@@ -154,10 +155,10 @@ def test_cancel_queued_job_then_cancel_again_is_409(service):
 
 def test_cancel_running_job_asks_it_to_stop_and_events_tell_the_story(service):
     job_id = _post(service).json()["id"]
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         assert jobs.claim_job(session, job_id, "worker-1")
     assert service.client.post(f"/jobs/{job_id}/cancel").json()["state"] == "cancelling"
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         jobs.finish_job(session, job_id, jobs.CANCELLED)
     assert service.client.post(f"/jobs/{job_id}/cancel").status_code == 409
 
@@ -174,7 +175,7 @@ def test_cancel_running_job_asks_it_to_stop_and_events_tell_the_story(service):
 
 def test_running_job_reports_progress_eta_and_its_models(embedded, make_model):
     job_id = _post(embedded).json()["id"]
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         jobs.claim_job(session, job_id, "w")
         jobs.heartbeat(session, job_id, "w", step=25, images_per_s=320.0)
     job = embedded.client.get(f"/jobs/{job_id}").json()

@@ -10,6 +10,7 @@ import pytest
 
 from store.db import session_scope
 from store.metrics import write_metrics
+from store.settings import get_settings
 
 
 def _job_with_metrics(client) -> str:
@@ -19,7 +20,7 @@ def _job_with_metrics(client) -> str:
     rows = [("d_loss", step, step / 4) for step in range(0, 1000, 10)]  # 100 points
     rows += [("fid", step, 300.0 / (1 + step)) for step in (0, 500, 990)]
     rows += [("is", 990, 1.5)]
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         write_metrics(session, job_id, rows)
     return job_id
 

@@ -68,7 +68,7 @@ def test_sample_generator_is_loaded_once_per_checkpoint(embedded, tiny_checkpoin
         ({"class": "eleven"}, "unknown class 'eleven': give an index 0-9 or one of: zero, one"),
         ({"class": 1, "n": 100000}, "n: must be between 1 and 256 (got 100000)"),
         ({"class": 1, "n": 0}, "n: must be between 1 and 256 (got 0)"),
-        ({"class": 1, "seed": -3}, "seed: must be between 0 and 2**63-1 (got -3)"),
+        ({"class": 1, "seed": -3}, "seed: must be between 0 and 4294967295 (got -3)"),
         ({"class": 1, "truncation": 0}, "truncation: must be a finite number > 0 (got 0.0)"),
         ({"class": 1, "truncation": "nan"}, "truncation: must be a finite number > 0 (got nan)"),
     ],

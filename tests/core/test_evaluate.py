@@ -305,7 +305,7 @@ def no_weights_anywhere(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # empty hub cache
     # nothing listens on port 9 here: the download fails as it does without internet
     monkeypatch.setattr(
-        evaluate, "INCEPTION_WEIGHTS_URL", f"http://127.0.0.1:9/{INCEPTION_WEIGHTS_FILE}"
+        evaluate.inception, "INCEPTION_WEIGHTS_URL", f"http://127.0.0.1:9/{INCEPTION_WEIGHTS_FILE}"
     )
 
 

@@ -5,6 +5,7 @@ import torch
 
 from sagan_core.checkpoint import load_checkpoint, load_generator
 from sagan_core.config import TrainConfig
+from sagan_core.run_dir import RunDirectoryWriter
 from sagan_core.trainer import DivergedError, Trainer, TrainerCallbacks
 
 
@@ -62,7 +63,8 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
 
 def test_callbacks_get_metrics_checkpoints_and_samples(tmp_path):
     rec = Recorder()
-    result = Trainer(tiny_config(sample_every=4), tmp_path, callbacks=rec).run()
+    run_files = RunDirectoryWriter(tmp_path)  # metrics.jsonl and sample PNGs, as the CLI keeps them
+    result = Trainer(tiny_config(sample_every=4), tmp_path, callbacks=[rec, run_files]).run()
     assert result.step == 4 and not result.stopped
     steps = [s for s, _ in rec.metrics]
     assert steps == [2, 4]

@@ -19,6 +19,7 @@ from api.app import create_app
 from store import reset_caches
 from store.checkpoints import job_models
 from store.db import session_scope
+from store.settings import get_settings
 from worker.tasks import evaluate_job, train_job
 
 EVAL_TRAIN = {
@@ -61,7 +62,9 @@ def test_training_with_eval_every_records_is_fid_kid_at_those_steps(service):
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
 
-    assert train_job(job_id) == "succeeded", client.get(f"/jobs/{job_id}").json()["error"]
+    assert train_job(job_id, get_settings()) == "succeeded", client.get(f"/jobs/{job_id}").json()[
+        "error"
+    ]
 
     series = client.get(f"/jobs/{job_id}/metrics", params={"names": "is,fid,kid"}).json()["series"]
     for name in ("is", "fid", "kid"):
@@ -70,7 +73,7 @@ def test_training_with_eval_every_records_is_fid_kid_at_those_steps(service):
     assert all(value >= 1.0 for _, value in series["is"])
     # The best-FID checkpoint is kept and marked besides the latest.
     best_step = min(series["fid"], key=lambda point: point[1])[0]
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         models = job_models(session, job_id)
     assert models["latest"].step == 4 and models["best"].step == best_step
     # Reference statistics went to storage once, keyed by data set, resolution and count.
@@ -81,7 +84,7 @@ def test_training_with_eval_every_records_is_fid_kid_at_those_steps(service):
 def test_evaluation_job_writes_its_metrics_and_reuses_cached_statistics(service):
     client, env = service
     job_id = client.post("/jobs", json={"kind": "train", "config": EVAL_TRAIN}).json()["id"]
-    assert train_job(job_id) == "succeeded"
+    assert train_job(job_id, get_settings()) == "succeeded"
     stats_before = {k for k in _bucket_keys(env) if k.startswith("fid-stats/")}
     # Mark the cached object: a rewrite (put) would drop the mark.
     s3, bucket = _s3(env), env["SAGAN_S3_BUCKET"]
@@ -98,7 +101,9 @@ def test_evaluation_job_writes_its_metrics_and_reuses_cached_statistics(service)
     r = client.post("/jobs", json={"kind": "evaluate", "model_id": model_id, "samples": 100})
     assert r.status_code == 201, r.text
     eval_id = r.json()["id"]
-    assert evaluate_job(eval_id) == "succeeded", client.get(f"/jobs/{eval_id}").json()["error"]
+    assert evaluate_job(eval_id, get_settings()) == "succeeded", client.get(
+        f"/jobs/{eval_id}"
+    ).json()["error"]
 
     series = client.get(f"/jobs/{eval_id}/metrics").json()["series"]
     assert {"is", "fid", "kid"} <= set(series)

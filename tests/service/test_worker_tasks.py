@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import select, update
 
 from store import jobs, reset_caches
-from store.checkpoints import checkpoint_key, job_models, latest_checkpoint, register_checkpoint
+from store.checkpoints import checkpoint_key, job_models, newest_checkpoint, register_checkpoint
 from store.db import session_scope
 from store.metrics import read_metrics
 from store.migrate import upgrade
 from store.models import Checkpoint, Job, utcnow
 from store.settings import get_settings
 from store.storage import storage_from_settings
-from worker.evaluation import resolve_inception_weights
+from worker.evaluation import local_inception_weights
 from worker.reaper import reap_stale
 from worker.tasks import evaluate_job, train_job
 
@@ -39,7 +39,7 @@ def service(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def new_job(config: dict, kind: str = "train", model_id: str | None = None) -> str:
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         job, _ = jobs.create_job(
             session,
             owner="alice",
@@ -57,7 +57,7 @@ def use_inception_weights(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
 
 
 def job_row(job_id: str) -> Job:
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         return jobs.get_job(session, job_id)
 
 
@@ -67,15 +67,15 @@ def run_dirs_left(data_dir: Path) -> list[Path]:
 
 def test_duplicate_delivery_finds_job_owned_and_does_not_run(service: Path) -> None:
     job_id = new_job({**TINY, "steps": 2})
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         assert jobs.claim_job(session, job_id, "other-host:1")
 
-    assert train_job(job_id) is None
+    assert train_job(job_id, get_settings()) is None
 
     job = job_row(job_id)
     assert (job.state, job.worker, job.attempts, job.step) == ("running", "other-host:1", 1, 0)
-    with session_scope() as session:
-        assert latest_checkpoint(session, job_id) is None
+    with session_scope(get_settings()) as session:
+        assert newest_checkpoint(session, job_id) is None
         assert read_metrics(session, job_id) == {}
 
 
@@ -84,7 +84,7 @@ def test_empty_dataset_folder_fails_job_with_reason(service: Path, tmp_path: Pat
     (empty / "cats").mkdir(parents=True)
     job_id = new_job({**TINY, "steps": 2, "dataset": "folder", "data_root": str(empty)})
 
-    assert train_job(job_id) == "failed"
+    assert train_job(job_id, get_settings()) == "failed"
 
     job = job_row(job_id)
     assert job.state == "failed"
@@ -98,14 +98,14 @@ def test_diverging_run_fails_naming_step_and_keeps_last_good_checkpoint(service:
     # lr_g = 1e38 leaves step 1 finite (G's update comes after its loss) and blows up step 2.
     job_id = new_job({**TINY, "steps": 6, "checkpoint_every": 1, "lr_g": 1e38})
 
-    assert train_job(job_id) == "failed"
+    assert train_job(job_id, get_settings()) == "failed"
 
     job = job_row(job_id)
     assert job.error.startswith("diverged: ")
     assert "at step 2" in job.error
     assert job.error.endswith("last good checkpoint step 1")
-    with session_scope() as session:
-        ckpt = latest_checkpoint(session, job_id)
+    with session_scope(get_settings()) as session:
+        ckpt = newest_checkpoint(session, job_id)
         models = job_models(session, job_id)
     assert ckpt.step == 1
     assert models["latest"].step == 1 and models["latest"].class_names[3] == "3"
@@ -114,7 +114,7 @@ def test_diverging_run_fails_naming_step_and_keeps_last_good_checkpoint(service:
 
 def test_reaper_requeues_silent_running_job_and_sends_its_task(service: Path) -> None:
     stale, alive = new_job({**TINY, "steps": 2}), new_job({**TINY, "steps": 2})
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         jobs.claim_job(session, stale, "dead-host:1")
         jobs.claim_job(session, alive, "live-host:1")
         session.execute(
@@ -137,14 +137,14 @@ def test_retried_job_resumes_from_its_checkpoint(service: Path) -> None:
 
     config = {**TINY, "steps": 4, "checkpoint_every": 2}
     job_id = new_job(config)
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         jobs.claim_job(session, job_id, "dead-host:1")
     # The first worker got to step 2, stored a checkpoint, then died.
     first = Trainer(TrainConfig.from_dict({**config, "steps": 2}), service / "first").run()
     storage = storage_from_settings(get_settings())
     key = checkpoint_key(job_id, 2)
     size = storage.put_file(key, first.last_checkpoint)
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         register_checkpoint(
             session,
             jobs.get_job(session, job_id),
@@ -160,11 +160,11 @@ def test_retried_job_resumes_from_its_checkpoint(service: Path) -> None:
         )
     assert reap_stale(get_settings()) == [job_id]
 
-    assert train_job(job_id) == "succeeded"
+    assert train_job(job_id, get_settings()) == "succeeded"
 
     job = job_row(job_id)
     assert (job.state, job.step, job.attempts, job.error) == ("succeeded", 4, 2, None)
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         series = read_metrics(session, job_id, names=["d_loss"])
         steps = (
             session.execute(
@@ -184,18 +184,18 @@ def test_evaluate_job_without_inception_weights_fails_at_once_naming_the_setting
     service: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trained = new_job({**TINY, "steps": 2, "checkpoint_every": 2})
-    assert train_job(trained) == "succeeded"
-    with session_scope() as session:
+    assert train_job(trained, get_settings()) == "succeeded"
+    with session_scope(get_settings()) as session:
         model_id = job_models(session, trained)["latest"].id
     use_inception_weights(monkeypatch, "models/inception.pth")
     job_id = new_job({"model_id": model_id, "samples": 64}, kind="evaluate", model_id=model_id)
 
-    assert evaluate_job(job_id) == "failed"
+    assert evaluate_job(job_id, get_settings()) == "failed"
 
     job = job_row(job_id)
     assert job.error.startswith("evaluation failed: ")
     assert "SAGAN_INCEPTION_WEIGHTS='models/inception.pth'" in job.error
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         assert read_metrics(session, job_id) == {}
 
 
@@ -205,12 +205,12 @@ def test_train_job_that_evaluates_without_weights_fails_before_training(
     use_inception_weights(monkeypatch, str(service / "no-such-weights.pth"))
     job_id = new_job({**TINY, "steps": 4, "eval_every": 2})
 
-    assert train_job(job_id) == "failed"
+    assert train_job(job_id, get_settings()) == "failed"
 
     job = job_row(job_id)
     assert "SAGAN_INCEPTION_WEIGHTS" in job.error and job.step == 0
-    with session_scope() as session:
-        assert latest_checkpoint(session, job_id) is None
+    with session_scope(get_settings()) as session:
+        assert newest_checkpoint(session, job_id) is None
 
 
 def test_inception_weights_given_as_storage_key_are_fetched_once(
@@ -220,11 +220,11 @@ def test_inception_weights_given_as_storage_key_are_fetched_once(
     storage = storage_from_settings(get_settings())
     storage.put_bytes("models/weights-inception.pth", b"not really weights")
 
-    path = resolve_inception_weights(get_settings(), storage)
+    path = local_inception_weights(get_settings(), storage)
     assert path == service.resolve() / "inception" / "weights-inception.pth"
     assert path.read_bytes() == b"not really weights"
     (storage.root / "models" / "weights-inception.pth").unlink()
-    assert resolve_inception_weights(get_settings(), storage) == path  # the local copy is reused
+    assert local_inception_weights(get_settings(), storage) == path  # the local copy is reused
 
 
 def test_old_checkpoints_leave_storage_keeping_the_newest(
@@ -234,14 +234,14 @@ def test_old_checkpoints_leave_storage_keeping_the_newest(
     reset_caches()
     job_id = new_job({**TINY, "steps": 5, "checkpoint_every": 1})
 
-    assert train_job(job_id) == "succeeded"
+    assert train_job(job_id, get_settings()) == "succeeded"
 
     storage = storage_from_settings(get_settings())
     assert storage.list(f"jobs/{job_id}/checkpoints/") == [
         checkpoint_key(job_id, 4),
         checkpoint_key(job_id, 5),
     ]
-    with session_scope() as session:
+    with session_scope(get_settings()) as session:
         kept = session.execute(
             select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
         )

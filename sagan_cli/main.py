@@ -34,12 +34,10 @@ def _logging() -> None:
 
 def _settings():  # noqa: ANN202
     """Settings as the environment says now (commands may have changed it)."""
-    from store.db import get_engine, get_sessionmaker
-    from store.queue import get_celery
+    from store import reset_caches
     from store.settings import get_settings
 
-    for cached in (get_settings, get_engine, get_sessionmaker, get_celery):
-        cached.cache_clear()
+    reset_caches()
     return get_settings()
 
 

@@ -1,0 +1,3 @@
+from sagan_cli.main import app
+
+app()
