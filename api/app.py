@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from api.deps import Services
+from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
 from api.routes import dashboard, health, jobs, models
 from store.jobs import InvalidTransition, JobNotFound
 from store.settings import Settings, get_settings
@@ -90,7 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
+    app.add_exception_handler(DataError, nul_in_stored_text)
     app.add_exception_handler(Exception, _unexpected)
+    # Outermost last: the body cap first, then NUL bytes; both answer before any route runs.
+    app.add_middleware(RejectNulBytes)
+    app.add_middleware(BodySizeLimit, max_body_bytes=app.state.services.settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)

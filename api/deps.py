@@ -1,19 +1,21 @@
-"""What handlers need, as annotated types: settings, a database session, storage, the caller."""
+"""What handlers need, as annotated types: settings, a database session, storage, the caller
+(an identity resolved from its bearer token)."""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import sessionmaker_for
 from store.queue import celery_for
 from store.settings import Settings
 from store.storage import Storage, storage_from_settings
+from store.tokens import Identity, identify
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
 # event ids) must fit 32 bits on PostgreSQL, offsets a signed 64-bit value.
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
-OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 
 class Services:
@@ -84,20 +85,49 @@ def get_storage(request: Request) -> Storage:
     return get_services(request).storage
 
 
-def get_owner(x_user: Annotated[str | None, Header()] = None) -> str:
-    """The caller. For now the X-User header (default "local"); API tokens will replace this."""
-    owner = (x_user or "").strip() or "local"
-    if not OWNER_RE.match(owner):
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="An API token: `sagan token create --user NAME` prints one (shown once).",
+)
+AUTH_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "no token, or an invalid or revoked one"},
+}
+LOCAL_USER = Identity("local")  # everyone, when the operator turned auth off (127.0.0.1 only)
+
+
+def get_identity(
+    request: Request,
+    session: Annotated[Session, Depends(get_session)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Identity:
+    """The caller, from `Authorization: Bearer <token>`; 401 without a valid, unrevoked one."""
+    settings = get_services(request).settings
+    if not settings.auth:
+        return LOCAL_USER
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
         raise HTTPException(
-            400,
-            f"X-User: must be 1-128 letters, digits or '_.@-', starting with a letter or digit "
-            f"(got {owner[:40]!r})",
+            401,
+            "authentication required: send `Authorization: Bearer <token>` "
+            "(an operator creates one with `sagan token create --user NAME`)",
+            headers=challenge,
         )
-    return owner
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    identity = identify(session, credentials.credentials, admin)
+    if identity is None:
+        raise HTTPException(401, "invalid or revoked token", headers=challenge)
+    return identity
+
+
+def get_owner(identity: Annotated[Identity, Depends(get_identity)]) -> str:
+    """The owner of what the caller creates and the only one whose resources it can read."""
+    return identity.user
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
+IdentityDep = Annotated[Identity, Depends(get_identity)]
 OwnerDep = Annotated[str, Depends(get_owner)]

@@ -61,10 +61,11 @@ class JobOut(BaseModel):
     progress: float = Field(description="step / total_steps, 0..1")
     images_per_s: float | None
     eta_seconds: float | None = Field(description="remaining steps at the current images/s")
-    attempts: int
+    attempts: int = Field(description="how many times a worker started it (a resume counts)")
+    worker: str | None = Field(description="host:pid of the worker running it, while it runs")
     error: str | None
     created_at: UtcDatetime
-    started_at: UtcDatetime | None
+    started_at: UtcDatetime | None = Field(description="the first start")
     finished_at: UtcDatetime | None
     heartbeat_at: UtcDatetime | None
     latest_model_id: str | None

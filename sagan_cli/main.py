@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +23,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(
+    help="API tokens (stored hashed; a token is shown once, when created).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
 
 log = logging.getLogger("sagan")
 FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -47,6 +53,47 @@ def _migrate(settings) -> None:  # noqa: ANN001
     url = settings.resolved_database_url()
     log.info("migrating %s to head", url.split("@")[-1])
     upgrade(url)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_FILE = "token"  # <data_dir>/token: the embedded service's first admin token, mode 0600
+
+
+def _check_auth(settings, host: str) -> None:  # noqa: ANN001
+    """Without auth every caller is user 'local': allowed only on the loopback address."""
+    if settings.auth:
+        return
+    if host not in LOOPBACK:
+        log.error(
+            "refusing to listen on %s with SAGAN_AUTH=false: anyone who reaches it would be "
+            "user 'local'. Turn auth on, or bind to 127.0.0.1",
+            host,
+        )
+        raise typer.Exit(2)
+    log.warning("authentication is OFF (SAGAN_AUTH=false): every caller on this machine is 'local'")
+
+
+def _first_token(settings) -> None:  # noqa: ANN001
+    """A fresh embedded service has no tokens: make an admin token for 'local' and show it once."""
+    from store.db import session_scope
+    from store.tokens import any_tokens, create_token
+
+    if not settings.auth or settings.admin_token:
+        return
+    with session_scope(settings) as session:
+        if any_tokens(session):
+            return
+        _, token = create_token(session, "local", admin=True, note="first token of sagan up")
+    path = settings.data_dir / TOKEN_FILE
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    log.warning(
+        "created the first API token (user 'local', admin); it is shown only now and kept in %s:"
+        "\n\n    %s\n\n  curl -H 'Authorization: Bearer %s' ...  (the dashboard asks for it once)",
+        path,
+        token,
+        token,
+    )
 
 
 def _uvicorn(host: str, port: int) -> None:
@@ -79,17 +126,6 @@ def _start_worker(queue: str) -> subprocess.Popen:
     )
 
 
-def _watch_worker(proc: subprocess.Popen, stopping: threading.Event) -> None:
-    code = proc.wait()
-    if not stopping.is_set():
-        log.error(
-            "the Celery worker (pid %d) exited with code %s: jobs stay queued until it runs; "
-            "restart `sagan up`",
-            proc.pid,
-            code,
-        )
-
-
 def _stop_worker(proc: subprocess.Popen, timeout: float) -> int:
     """SIGTERM (warm shutdown: a running job saves a checkpoint and is requeued), then SIGKILL."""
     if proc.poll() is not None:
@@ -106,6 +142,59 @@ def _stop_worker(proc: subprocess.Popen, timeout: float) -> int:
         return proc.wait()
 
 
+class WorkerSupervisor:
+    """Keeps one embedded worker running: a worker that dies is restarted with backoff, and the
+    job it was running goes back to the queue at once (not after the stale window)."""
+
+    HEALTHY_AFTER_S = 60.0  # a worker that lived this long resets the backoff
+    MAX_BACKOFF_S = 30.0
+
+    def __init__(self, settings):  # noqa: ANN001
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.proc = _start_worker(settings.train_queue)
+        self.restarts = 0
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        from worker.reaper import requeue_jobs_of
+
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            code = self.proc.wait()
+            if self.stopping.is_set():
+                return
+            dead = f"{socket.gethostname()}:{self.proc.pid}"  # worker.tasks.worker_name of it
+            log.error(
+                "the worker (pid %d) exited with code %s; restarting it in %.0f s",
+                self.proc.pid,
+                code,
+                backoff,
+            )
+            try:
+                requeued = requeue_jobs_of(
+                    self.settings, dead, f"worker {dead} exited with code {code}"
+                )
+                if requeued:
+                    log.warning("requeued its job(s): %s", ", ".join(requeued))
+            except Exception as e:  # the reaper gets them after the stale window instead
+                log.warning("could not requeue the dead worker's jobs now: %s", e)
+            if time.monotonic() - started > self.HEALTHY_AFTER_S:
+                backoff = 1.0
+            if self.stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+            self.proc = _start_worker(self.settings.train_queue)
+            self.restarts += 1
+            log.info("worker restarted (pid %d, restart %d)", self.proc.pid, self.restarts)
+
+    def stop(self, timeout: float) -> int:
+        self.stopping.set()
+        return _stop_worker(self.proc, timeout)
+
+
 @app.command()
 def up(
     host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
@@ -114,28 +203,33 @@ def up(
         Path | None,
         typer.Option(help="Where everything lives (default $SAGAN_DATA_DIR or ./data)."),
     ] = None,
-    reap_every: Annotated[float, typer.Option(help="Seconds between reaper passes.")] = 60.0,
+    reap_every: Annotated[
+        float | None,
+        typer.Option(help="Seconds between reaper passes (default SAGAN_REAP_EVERY_SECONDS)."),
+    ] = None,
     stop_timeout: Annotated[
         float, typer.Option(help="Seconds the worker gets to checkpoint and stop.")
     ] = 60.0,
 ) -> None:
-    """Run the embedded service: migrations, one Celery worker subprocess, the API, a reaper."""
+    """Run the embedded service: migrations, a supervised Celery worker, the API, a reaper."""
     _logging()
     root = data_dir or Path(os.environ.get("SAGAN_DATA_DIR") or "data")
     os.environ["SAGAN_DATA_DIR"] = str(root.resolve())
     settings = _settings()
+    _check_auth(settings, host)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings)
+    _first_token(settings)
 
     import uvicorn
 
     from worker.reaper import start_reaper_thread
 
-    worker_proc = _start_worker(settings.train_queue)
-    stopping = threading.Event()
-    threading.Thread(target=_watch_worker, args=(worker_proc, stopping), daemon=True).start()
+    supervisor = WorkerSupervisor(settings)
     _, stop_reaper = start_reaper_thread(settings, reap_every)
-    log.info("worker pid %d; data in %s; API on http://%s:%d", worker_proc.pid, root, host, port)
+    log.info(
+        "worker pid %d; data in %s; API on http://%s:%d", supervisor.proc.pid, root, host, port
+    )
 
     # uvicorn re-raises the signal that stopped it once it is done; these handlers absorb that,
     # so the worker below is always stopped in order.
@@ -147,9 +241,8 @@ def up(
     try:
         uvicorn.Server(config).run()
     finally:
-        stopping.set()
         stop_reaper.set()
-        code = _stop_worker(worker_proc, stop_timeout)
+        code = supervisor.stop(stop_timeout)
         log.info("worker exited with code %s; bye", code)
 
 
@@ -162,15 +255,20 @@ def api(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     migrate: Annotated[bool, typer.Option(help="Run migrations before serving.")] = True,
     reap_every: Annotated[
-        float, typer.Option(help="Seconds between reaper passes; 0 turns the reaper off.")
-    ] = 60.0,
+        float | None,
+        typer.Option(
+            help="Seconds between reaper passes (default SAGAN_REAP_EVERY_SECONDS); 0 turns "
+            "the reaper and dispatcher off."
+        ),
+    ] = None,
 ) -> None:
     """Run the API alone (the distributed API container); workers run elsewhere."""
     _logging()
     settings = _settings()
+    _check_auth(settings, host)
     if migrate:
         _migrate(settings)
-    if reap_every > 0:  # guarded transitions: several API replicas reaping at once is harmless
+    if reap_every != 0:  # guarded transitions: several API replicas reaping at once is harmless
         from worker.reaper import start_reaper_thread
 
         start_reaper_thread(settings, reap_every)
@@ -206,12 +304,16 @@ def worker(
 
 @app.command()
 def reap() -> None:
-    """Requeue jobs whose worker stopped heartbeating (`sagan up` does it every minute)."""
+    """One pass of the reaper and dispatcher (`sagan up` and `sagan api` run them continually):
+    requeue jobs whose worker stopped heartbeating, send again queued jobs nobody claimed."""
     _logging()
-    from worker.reaper import reap_stale
+    from worker.reaper import dispatch_unclaimed, reap_stale
 
-    requeued = reap_stale(_settings())
+    settings = _settings()
+    requeued = reap_stale(settings)
     typer.echo(f"requeued {len(requeued)} job(s)" + "".join(f"\n  {j}" for j in requeued))
+    sent = dispatch_unclaimed(settings)
+    typer.echo(f"sent again {len(sent)} queued job(s)" + "".join(f"\n  {j}" for j in sent))
 
 
 @db_app.command("upgrade")
@@ -230,6 +332,73 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="e.g. -1 or base")
     from store.migrate import downgrade
 
     downgrade(_settings().resolved_database_url(), revision)
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="Owner of what the token's holder creates.")],
+    admin: Annotated[bool, typer.Option(help="May list everyone's jobs.")] = False,
+    note: Annotated[str | None, typer.Option(help="What the token is for.")] = None,
+) -> None:
+    """Create a token and print it (the only time it is shown)."""
+    from store.db import session_scope
+    from store.tokens import TokenError, create_token
+
+    settings = _settings()
+    try:
+        with session_scope(settings) as session:
+            row, token = create_token(session, user, admin=admin, note=note)
+            token_id = row.id
+    except TokenError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(token)
+    typer.echo(
+        f"token {token_id} for {user}{' (admin)' if admin else ''}; shown only now", err=True
+    )
+
+
+@token_app.command("list")
+def token_list(
+    revoked: Annotated[bool, typer.Option(help="Include revoked tokens.")] = False,
+) -> None:
+    """The tokens: id, user, admin, the first characters, created, last used, revoked."""
+    from store.db import session_scope
+    from store.tokens import list_tokens
+
+    def when(t) -> str:  # noqa: ANN001
+        return t.strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    with session_scope(_settings()) as session:
+        rows = list_tokens(session, include_revoked=revoked)
+        lines = [
+            f"{r.id}  {r.user:<16} {'admin' if r.admin else '     '}  {r.prefix}...  "
+            f"{when(r.created_at)}  {when(r.last_used_at)}  {when(r.revoked_at)}  {r.note or ''}"
+            for r in rows
+        ]
+    typer.echo("ID                                USER             ADMIN  TOKEN         "
+               "CREATED           LAST USED         REVOKED           NOTE")  # fmt: skip
+    typer.echo("\n".join(lines) if lines else "(no tokens)")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="Its id (or its shown prefix).")],
+) -> None:
+    """Revoke a token: requests with it get 401 from now on."""
+    from store.db import session_scope
+    from store.tokens import TokenError, revoke_token
+
+    try:
+        with session_scope(_settings()) as session:
+            row = revoke_token(session, token_id)
+            typer.echo(f"revoked {row.id} ({row.user})")
+    except TokenError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
 
 
 # -- the core's local commands ----------------------------------------------------------------

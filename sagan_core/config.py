@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 DATASETS = ("digits", "cifar10", "cifar100", "folder", "packed", "synthetic")
 RESOLUTIONS = (32, 64, 128, 256)
@@ -14,10 +17,17 @@ PRECISIONS = ("fp32", "bf16")
 # Datasets whose class count is fixed; num_classes may be left out or must match.
 FIXED_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
+# Datasets that can fetch themselves (torchvision) into data_root when download=true.
+DOWNLOADABLE = ("cifar10", "cifar100")
 # Integer fields must fit a 32-bit signed column (the service stores steps in INTEGER columns);
 # the seed must fit numpy's seeding, which takes at most 2**32 - 1.
 MAX_INT = 2**31 - 1
 MAX_SEED = 2**32 - 1
+# The string fields other than data_root name one of a few choices; nothing longer is needed.
+MAX_NAME_CHARS = 64
+# Values echoed in an error message are cut to this many characters (a 50 MB string is not sent
+# back).
+SHOWN_CHARS = 200
 
 # Base widths (ch) per preset and resolution; the per-block multipliers live in models.ARCH.
 # "paper" is ch=64 as in SAGAN at 128px; "tiny" is sized to train digits at 32px on a 2-core CPU.
@@ -72,6 +82,66 @@ class ConfigError(ValueError):
         self.message = message
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The most one job may ask for: per-field bounds sized for one GPU.
+
+    Each bound is a sanity limit on one field (a batch of 10**6 or a width of 10**5 only ever
+    ends in an out-of-memory worker), not a guarantee that every combination fits; a run that
+    still runs out of memory fails its job. The service reads them from SAGAN_MAX_* (see
+    `store.settings.Settings.limits`); `TrainConfig.validate()` without limits, and so the core
+    CLI and a `Trainer` built without them, uses these defaults.
+    """
+
+    batch_size: int = 2048  # SAGAN_MAX_BATCH_SIZE; the paper trains with 256
+    channels: int = 256  # SAGAN_MAX_CHANNELS: g_ch and d_ch; the paper's ch is 64
+    z_dim: int = 1024  # SAGAN_MAX_Z_DIM; the paper's is 128
+    classes: int = 100_000  # SAGAN_MAX_CLASSES: num_classes; ImageNet-21k has 21,841
+    steps: int = MAX_INT  # SAGAN_MAX_STEPS: a long run costs time, not memory, and is cancellable
+    d_steps: int = 10  # SAGAN_MAX_D_STEPS; the paper uses 1 (TTUR), WGAN-GP used 5
+    eval_samples: int = 100_000  # SAGAN_MAX_EVAL_SAMPLES; the usual FID uses 50k
+    reference_samples: int = 200_000  # SAGAN_MAX_REFERENCE_SAMPLES: eval_reference_samples
+    data_root_chars: int = 1024  # SAGAN_MAX_DATA_ROOT_CHARS: the length of data_root
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INT:
+                raise ValueError(f"{setting_name(f.name)}: must be an integer in 1..{MAX_INT}")
+
+    def bound(self, field: str) -> tuple[int, str] | None:
+        """The limit on a config field and the setting that sets it; None if it has none."""
+        name = LIMITED_FIELDS.get(field)
+        return None if name is None else (getattr(self, name), setting_name(name))
+
+
+# Config field -> the Limits attribute that bounds it.
+LIMITED_FIELDS = {
+    "batch_size": "batch_size",
+    "g_ch": "channels",
+    "d_ch": "channels",
+    "z_dim": "z_dim",
+    "num_classes": "classes",
+    "steps": "steps",
+    "d_steps": "d_steps",
+    "eval_samples": "eval_samples",
+    "eval_reference_samples": "reference_samples",
+}
+
+
+def setting_name(limit: str) -> str:
+    """The service's environment variable for a Limits attribute (SAGAN_MAX_BATCH_SIZE)."""
+    return f"SAGAN_MAX_{limit.upper()}"
+
+
+def shown(value: typing.Any, chars: int = SHOWN_CHARS) -> str:
+    """repr(value) for an error message, cut to `chars` characters."""
+    text = repr(value)
+    if len(text) <= chars:
+        return text
+    return f"{text[:chars]}... ({len(text)} characters)"
+
+
 @dataclass
 class TrainConfig:
     dataset: str = "digits"
@@ -115,9 +185,12 @@ class TrainConfig:
         if not isinstance(d, typing.Mapping):
             raise ConfigError("config", f"expected a mapping, got {type(d).__name__}")
         names = cls.field_names()
-        unknown = sorted(k for k in d if k not in names)
+        unknown = sorted(str(k) for k in d if k not in names)
         if unknown:
-            raise ConfigError(unknown[0], f"unknown config key(s): {', '.join(map(str, unknown))}")
+            listed = ", ".join(unknown)
+            if len(listed) > SHOWN_CHARS:
+                listed = f"{listed[:SHOWN_CHARS]}... ({len(unknown)} keys)"
+            raise ConfigError(unknown[0][:SHOWN_CHARS], f"unknown config key(s): {listed}")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, value in d.items():
@@ -129,23 +202,51 @@ class TrainConfig:
 
     # -- checks and defaults -----------------------------------------------------------------
 
-    def validate(self) -> TrainConfig:
-        """Raise ConfigError naming the first impossible field; return self so calls can chain."""
+    def validate(self, limits: Limits | None = None) -> TrainConfig:
+        """Raise ConfigError naming the first impossible field; return self so calls can chain.
+
+        `limits` are the operator's bounds (None: the defaults of `Limits`); a value over one is
+        refused naming the field, the value, the limit and the setting that sets it.
+        """
+        limits = limits if limits is not None else Limits()
         hints = typing.get_type_hints(type(self))
         for name in self.field_names():
             value = _coerce(name, getattr(self, name), hints[name])  # type check only
             if isinstance(value, int) and not isinstance(value, bool):
                 limit = MAX_SEED if name == "seed" else MAX_INT
                 if value > limit:
-                    raise ConfigError(name, f"must be <= {limit} (got {value!r})")
+                    raise ConfigError(name, f"must be <= {limit} (got {shown(value)})")
+            elif isinstance(value, str):
+                data_root = name == "data_root"
+                limit = limits.data_root_chars if data_root else MAX_NAME_CHARS
+                if len(value) > limit:
+                    setting = setting_name("data_root_chars") if data_root else None
+                    raise ConfigError(
+                        name,
+                        f"must be at most {limit} characters (got {len(value)} characters)"
+                        + (f"; the operator's limit is {setting}" if setting else ""),
+                    )
+        for name in LIMITED_FIELDS:
+            value = getattr(self, name)
+            limit, setting = limits.bound(name)
+            if value is not None and value > limit:
+                raise ConfigError(
+                    name,
+                    f"must be <= {limit} (got {value!r}); the operator's limit is {setting}",
+                )
 
         def need(ok: bool, name: str, message: str) -> None:
             if not ok:
-                raise ConfigError(name, f"{message} (got {getattr(self, name)!r})")
+                raise ConfigError(name, f"{message} (got {shown(getattr(self, name))})")
 
         need(self.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}")
         if self.dataset in NEEDS_DATA_ROOT:
             need(bool(self.data_root), "data_root", f"is required for dataset '{self.dataset}'")
+        need(
+            not self.download or self.dataset in DOWNLOADABLE,
+            "download",
+            f"only {' and '.join(DOWNLOADABLE)} can be downloaded, not dataset '{self.dataset}'",
+        )
         need(
             self.resolution in RESOLUTIONS,
             "resolution",
@@ -229,6 +330,53 @@ class TrainConfig:
         return out
 
 
+def check_data_location(
+    cfg: TrainConfig,
+    roots: Iterable[str | os.PathLike],
+    private: Iterable[str | os.PathLike] = (),
+) -> TrainConfig:
+    """`cfg` with its data_root made absolute, if it lies inside one of `roots`.
+
+    A relative data_root is taken relative to the first root. Symlinks and `..` are resolved
+    before the check, so a link inside a root that points outside it is refused, and the path
+    returned is the resolved one: what was checked is what is read. Nothing inside a `private`
+    path (the service's own storage, broker, runs), nor a folder holding one, is allowed even
+    under a root. download=true writes only there too: a root is the download cache. A config
+    without data_root (digits, synthetic) passes unchanged. Raises ConfigError("data_root", ...)
+    naming the value and the allowed roots.
+    """
+    if not cfg.data_root:
+        return cfg
+    allowed = [Path(r).resolve() for r in roots]
+    where = ", ".join(str(r) for r in allowed) or "none"
+    value = shown(cfg.data_root)
+    writes = "; download=true writes only inside these" if cfg.download else ""
+
+    def refuse(problem: str) -> ConfigError:
+        message = f"{value} {problem}; allowed: {where} (SAGAN_DATA_ROOTS){writes}"
+        return ConfigError("data_root", message)
+
+    if "\x00" in cfg.data_root:
+        raise refuse("contains a NUL character")
+    if not allowed:
+        raise refuse("is not allowed: no data roots are configured")
+    path = Path(cfg.data_root)
+    if not path.is_absolute():
+        path = allowed[0] / path
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a name too long
+        raise refuse(f"cannot be resolved ({type(e).__name__})") from e
+    via = "" if str(resolved) == cfg.data_root else f"resolves to {shown(str(resolved))}, which "
+    if not any(resolved.is_relative_to(root) for root in allowed):
+        raise refuse(f"{via}is outside the allowed data roots")
+    for p in private:
+        p = Path(p).resolve()
+        if resolved.is_relative_to(p) or p.is_relative_to(resolved):
+            raise refuse(f"{via}holds or is inside the service's own files ({p})")
+    return dataclasses.replace(cfg, data_root=str(resolved))
+
+
 _SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -245,5 +393,5 @@ def _coerce(name: str, value: typing.Any, hint: typing.Any) -> typing.Any:
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not ok:
-        raise ConfigError(name, f"must be {_SCALARS[base]} (got {value!r})")
+        raise ConfigError(name, f"must be {_SCALARS[base]} (got {shown(value)})")
     return value

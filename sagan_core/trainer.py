@@ -23,9 +23,9 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, Limits, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
-from .device import resolve_device
+from .device import check_device_available, resolve_device
 from .losses import d_hinge_loss, g_hinge_loss
 from .models import Discriminator, Generator
 from .sample import grid_png, sample
@@ -106,7 +106,9 @@ class Trainer:
     `dataset` defaults to the config's (`build_dataset`); `evaluator` is called every `eval_every`
     steps with G_ema; `callbacks` (one or several) hear metrics, checkpoints and samples and may
     stop the run. Checkpoints are written under `run_dir/checkpoints` and handed to the callbacks.
-    The global RNGs are seeded here, so construct a trainer just before running it.
+    The global RNGs are seeded here, so construct a trainer just before running it. `limits` are
+    the operator's bounds on the config (None: `Limits()`'s defaults); a device this machine
+    lacks is a ConfigError here, not a torch error later.
     """
 
     def __init__(
@@ -116,15 +118,16 @@ class Trainer:
         callbacks: TrainerCallbacks | Sequence[TrainerCallbacks] = (),
         evaluator: Evaluator | None = None,
         dataset=None,  # noqa: ANN001  (a sagan_core.data dataset)
+        limits: Limits | None = None,
     ):
-        config.validate()
+        config.validate(limits)
         cfg = self.config = config.resolved()
         self.run_dir = Path(run_dir)
         if isinstance(callbacks, TrainerCallbacks):
             callbacks = [callbacks]
         self.callbacks = CallbackList(callbacks)
         self.evaluator = evaluator
-        self.device = resolve_device(cfg.device)
+        self.device = check_device_available(resolve_device(cfg.device), cfg.device)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)

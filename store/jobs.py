@@ -2,9 +2,14 @@
 
 queued -> running -> succeeded | failed | cancelled
 queued -> cancelled
-queued -> failed (fail_unqueued: the broker refused the task, so no worker will ever see it)
 running -> cancelling -> cancelled (or succeeded/failed if the run ends first)
-running -> queued (requeue_stale: the worker died; release_job: it shut down; the retry resumes)
+running -> queued (release_job: the worker shut down or lost its database; the retry resumes)
+running -> queued | failed (lose_worker: the worker stopped heartbeating; failed once it has been
+                            lost max_attempts times, so a job that kills its worker stops)
+cancelling -> cancelled (lose_worker while cancelling)
+
+A job stays queued until a worker claims it: the database is the outbox, and a broker message is
+only a wake-up call (unclaimed_queued lists the jobs to send again).
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import Job, JobEvent, utcnow
+from store.models import Checkpoint, Job, JobEvent, utcnow
 
 QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
@@ -24,6 +29,7 @@ STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (QUEUED, RUNNING, CANCELLING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 KINDS = ("train", "evaluate")
+WORKER_LOST = "worker_lost"  # the event kind of each loss; their count is the retry budget spent
 
 
 class JobNotFound(LookupError):
@@ -32,6 +38,10 @@ class JobNotFound(LookupError):
 
 class InvalidTransition(RuntimeError):
     pass
+
+
+class QuotaExceeded(RuntimeError):
+    """The owner already has as many active (queued + running) jobs as allowed."""
 
 
 def _event(session: Session, job_id: str, frm: str | None, to: str, message: str | None) -> None:
@@ -86,10 +96,12 @@ def create_job(
     total_steps: int,
     model_id: str | None = None,
     idempotency_key: str | None = None,
+    max_active: int | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an idempotency key already used by this owner, return that job.
 
-    Returns (job, created).
+    With `max_active`, an owner who already has that many active jobs gets QuotaExceeded (a
+    replay of an existing job is still answered). Returns (job, created).
     """
     if kind not in KINDS:
         raise ValueError(f"kind: must be one of {', '.join(KINDS)} (got {kind!r})")
@@ -97,6 +109,15 @@ def create_job(
         existing = find_by_idempotency_key(session, owner, idempotency_key)
         if existing is not None:
             return existing, False
+    if max_active is not None:
+        active = session.execute(
+            select(func.count()).select_from(Job).where(Job.owner == owner, Job.state.in_(ACTIVE))
+        ).scalar_one()
+        if active >= max_active:
+            raise QuotaExceeded(
+                f"{owner} has {active} active jobs (queued or running), the limit is "
+                f"{max_active} (SAGAN_MAX_ACTIVE_JOBS); wait for one to end or cancel one"
+            )
     job = Job(
         owner=owner,
         kind=kind,
@@ -133,8 +154,33 @@ def get_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def claim_job(session: Session, job_id: str, worker: str) -> bool:
-    """queued -> running for this worker; False if another delivery already owns the job."""
+def claim_job(
+    session: Session,
+    job_id: str,
+    worker: str,
+    *,
+    stale_after: timedelta | None = None,
+    max_attempts: int | None = None,
+) -> bool:
+    """queued -> running for this worker; False if another live worker owns the job or it ended.
+
+    With `stale_after`, a running job whose owner has not heartbeated for that long is taken over
+    (its loss counts against `max_attempts`), so a redelivered task recovers it at once.
+    """
+    row = session.execute(
+        select(Job.state, Job.worker, Job.heartbeat_at).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    state, owner, beat = row
+    if state in (RUNNING, CANCELLING) and stale_after is not None and _stale(beat, stale_after):
+        lose_worker(
+            session,
+            job_id,
+            owner,
+            f"no heartbeat from {owner} since {_when(beat)}; taken over by {worker}",
+            max_attempts,
+        )
     now = utcnow()
     left = _move(
         session,
@@ -144,11 +190,71 @@ def claim_job(session: Session, job_id: str, worker: str) -> bool:
         f"claimed by {worker}",
         worker=worker,
         heartbeat_at=now,
-        started_at=now,
+        started_at=func.coalesce(Job.started_at, now),  # the first start; attempts say how many
         attempts=Job.attempts + 1,
         error=None,
     )
     return left is not None
+
+
+def _stale(beat: datetime | None, older_than: timedelta) -> bool:
+    if beat is None:
+        return True
+    if beat.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
+        beat = beat.replace(tzinfo=utcnow().tzinfo)
+    return beat < utcnow() - older_than
+
+
+def _when(beat: datetime | None) -> str:
+    return beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat else "its claim"
+
+
+def losses(session: Session, job_id: str) -> int:
+    """How many times the job's worker was lost (crashed, killed, cut off) while running it."""
+    return session.execute(
+        select(func.count())
+        .select_from(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == WORKER_LOST)
+    ).scalar_one()
+
+
+def lose_worker(
+    session: Session, job_id: str, worker: str | None, reason: str, max_attempts: int | None
+) -> str | None:
+    """The job's worker is gone: back to the queue (it resumes from its last checkpoint), or
+    failed once its worker has been lost `max_attempts` times; a cancelling job ends cancelled.
+
+    Only while `worker` still owns the job. Returns the new state, or None if nothing moved.
+    """
+    row = session.execute(
+        select(Job.state, Job.worker, Job.step).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    state, owner, step = row
+    if state not in (RUNNING, CANCELLING) or owner != worker:
+        return None
+    lost = losses(session, job_id) + 1
+    if state == CANCELLING:
+        to, values = CANCELLED, {"finished_at": utcnow()}
+        message = f"worker lost while cancelling: {reason}"
+    elif max_attempts is not None and lost >= max_attempts:
+        last = session.execute(
+            select(func.max(Checkpoint.step)).where(Checkpoint.job_id == job_id)
+        ).scalar_one()
+        kept = f"last checkpoint step {last}" if last is not None else "no checkpoint"
+        message = (
+            f"worker lost {lost} times (SAGAN_MAX_ATTEMPTS={max_attempts}); the job may be "
+            f"crashing its worker (out of memory?); last step {step}, {kept}. Last: {reason}"
+        )
+        to, values = FAILED, {"finished_at": utcnow(), "error": message}
+    else:
+        to, values = QUEUED, {"worker": None}
+        message = f"worker lost ({lost} of {max_attempts or 'unlimited'}): {reason}; requeued"
+    if _move(session, job_id, (state,), to, message, owner_worker=worker, **values) is None:
+        return None
+    add_event(session, job_id, WORKER_LOST, reason)
+    return to
 
 
 def heartbeat(
@@ -174,6 +280,12 @@ def heartbeat(
     return session.execute(select(Job.state).where(Job.id == job_id)).scalar_one_or_none()
 
 
+def job_status(session: Session, job_id: str) -> tuple[str, str | None] | None:
+    """(state, owning worker) of a job, or None if it does not exist."""
+    row = session.execute(select(Job.state, Job.worker).where(Job.id == job_id)).one_or_none()
+    return (row[0], row[1]) if row is not None else None
+
+
 def request_cancel(session: Session, job_id: str) -> str:
     """Cancel a queued job at once, or ask a running one to stop; returns the new state."""
     if _move(session, job_id, (QUEUED,), CANCELLED, "cancelled before start", finished_at=utcnow()):
@@ -185,14 +297,6 @@ def request_cancel(session: Session, job_id: str) -> str:
         return state
     raise InvalidTransition(
         f"job {job_id} is {state}; only queued or running jobs can be cancelled"
-    )
-
-
-def fail_unqueued(session: Session, job_id: str, error: str) -> bool:
-    """queued -> failed, for a job whose task could not be sent to the broker."""
-    return (
-        _move(session, job_id, (QUEUED,), FAILED, error, error=error, finished_at=utcnow())
-        is not None
     )
 
 
@@ -221,8 +325,11 @@ def finish_job(
     )
 
 
-def release_job(session: Session, job_id: str, worker: str) -> str | None:
-    """The owning worker is shutting down: running -> queued for a retry, cancelling -> cancelled.
+def release_job(
+    session: Session, job_id: str, worker: str, reason: str = "worker shut down"
+) -> str | None:
+    """The owning worker stops the run in order (shutdown, lost database): running -> queued for a
+    retry that resumes from the last checkpoint, cancelling -> cancelled. Not a loss.
 
     Returns the new state, or None if this worker no longer owns the job.
     """
@@ -231,7 +338,7 @@ def release_job(session: Session, job_id: str, worker: str) -> str | None:
         job_id,
         (RUNNING,),
         QUEUED,
-        "worker shut down; requeued",
+        f"{reason}; requeued",
         owner_worker=worker,
         worker=None,
     ):
@@ -250,22 +357,51 @@ def release_job(session: Session, job_id: str, worker: str) -> str | None:
 
 
 def requeue_stale(
-    session: Session, older_than: timedelta, now: datetime | None = None
+    session: Session,
+    older_than: timedelta,
+    now: datetime | None = None,
+    max_attempts: int | None = None,
 ) -> list[str]:
-    """Put jobs whose worker stopped heartbeating back in the queue; returns their ids.
-
-    A job that was being cancelled when its worker died ends cancelled instead.
-    """
+    """Jobs whose worker stopped heartbeating lose it (lose_worker); returns the requeued ids."""
     cutoff = (now or utcnow()) - older_than
     stale = session.execute(
-        select(Job.id, Job.state).where(
+        select(Job.id, Job.worker, Job.heartbeat_at).where(
             Job.state.in_((RUNNING, CANCELLING)), Job.heartbeat_at < cutoff
         )
     ).all()
-    requeued = []
-    for job_id, state in stale:
-        if state == CANCELLING:
-            _move(session, job_id, (CANCELLING,), CANCELLED, "worker lost while cancelling")
-        elif _move(session, job_id, (RUNNING,), QUEUED, "worker lost; requeued", worker=None):
-            requeued.append(job_id)
-    return requeued
+    reason = "no heartbeat from {} since {}"
+    return [
+        job_id
+        for job_id, worker, beat in stale
+        if lose_worker(session, job_id, worker, reason.format(worker, _when(beat)), max_attempts)
+        == QUEUED
+    ]
+
+
+def requeue_jobs_of(
+    session: Session, worker: str, reason: str, max_attempts: int | None = None
+) -> list[str]:
+    """The jobs of a worker known to be dead (its supervisor saw it exit) lose it now, without
+    waiting for their heartbeats to go stale; returns the requeued ids."""
+    owned = session.execute(
+        select(Job.id).where(Job.worker == worker, Job.state.in_((RUNNING, CANCELLING)))
+    ).scalars()
+    return [
+        j for j in list(owned) if lose_worker(session, j, worker, reason, max_attempts) == QUEUED
+    ]
+
+
+def unclaimed_queued(
+    session: Session, older_than: timedelta, limit: int = 500
+) -> list[tuple[str, str]]:
+    """(id, kind) of jobs queued for longer than `older_than`: their message may have been lost."""
+    cutoff = utcnow() - older_than
+    return [
+        (job_id, kind)
+        for job_id, kind in session.execute(
+            select(Job.id, Job.kind)
+            .where(Job.state == QUEUED, Job.updated_at < cutoff)
+            .order_by(Job.created_at)
+            .limit(limit)
+        )
+    ]

@@ -9,6 +9,7 @@ from store.settings import Settings
 TRAIN_TASK = "sagan.train"
 EVALUATE_TASK = "sagan.evaluate"
 TASK_FOR_KIND = {"train": TRAIN_TASK, "evaluate": EVALUATE_TASK}
+BROKER_TIMEOUT_S = 3  # a broker that is down answers nothing; callers must not hang on it
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -20,7 +21,18 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.train_queue,
         task_ignore_result=True,  # the database is the source of truth, no result backend
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=BROKER_TIMEOUT_S,
+        # A send while the broker is down fails in about a second; the job stays queued in the
+        # database and the dispatcher sends it later (the database is the outbox).
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 0.5,
+        },
         worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # Flower shows tasks
+        task_send_sent_event=True,
     )
     if settings.is_embedded_broker():
         folder = settings.broker_dir()
@@ -36,9 +48,14 @@ def make_celery(settings: Settings) -> Celery:
             "store_processed": False,
         }
     else:
-        # Redelivery of an unacked task waits this long: longer than any checkpoint interval's worth
-        # of training, so a slow job is not handed to a second worker while the first still runs.
-        conf["broker_transport_options"] = {"visibility_timeout": 6 * 3600}
+        # An unacked message (its worker died) is delivered again after this. Recovery does not
+        # wait for it: the reaper requeues a job within a stale window and the dispatcher re-sends
+        # it. A redelivery while the job runs is harmless (the claim sees a live owner and drops
+        # it), so an hour only bounds how long a lost message waits when no reaper runs at all.
+        conf["broker_transport_options"] = {
+            "visibility_timeout": 3600,
+            "socket_connect_timeout": BROKER_TIMEOUT_S,
+        }
     app.conf.update(conf)
     return app
 
@@ -60,3 +77,12 @@ celery_for.cache_clear = _apps.clear  # type: ignore[attr-defined]  # as store.r
 def enqueue_job(settings: Settings, job_id: str, kind: str) -> None:
     """Send the job's task (its id only) to the settings' broker and training queue."""
     celery_for(settings).send_task(TASK_FOR_KIND[kind], args=[job_id], queue=settings.train_queue)
+
+
+def queue_length(settings: Settings) -> int:
+    """Messages waiting in the training queue (not those a worker is running)."""
+    with celery_for(settings).connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_S)
+        return conn.default_channel.queue_declare(
+            queue=settings.train_queue, durable=True, auto_delete=False
+        ).message_count

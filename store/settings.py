@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sagan_core.config import MAX_INT, Limits  # torch-free: the core's config module only
 
 
 class Settings(BaseSettings):
@@ -38,11 +41,92 @@ class Settings(BaseSettings):
         3,
         description="Newest checkpoints kept per job, besides those a model points at; 0 keeps all",
     )
-    heartbeat_seconds: float = 10.0
-    stale_after_seconds: float = 300.0
+    heartbeat_seconds: float = Field(
+        10.0, description="How often a worker records that it is alive (per task and per process)"
+    )
+    stale_after_seconds: float = Field(
+        60.0, description="A job whose worker is silent this long is taken over / requeued"
+    )
+    max_attempts: int = Field(
+        3, description="A job whose worker is lost this many times ends failed (poison jobs)"
+    )
+    outage_retry_seconds: float = Field(
+        120.0,
+        description="How long a worker retries a database or storage call before it stops the "
+        "run at its last checkpoint and requeues the job",
+    )
+    reap_every_seconds: float = Field(
+        10.0, description="Period of the reaper and dispatcher (in `sagan up` and `sagan api`)"
+    )
+    dispatch_after_seconds: float = Field(
+        30.0,
+        description="A job queued this long and not claimed is sent again when the broker's "
+        "queue is empty (its message was lost)",
+    )
+    ready_requires_worker: bool | None = Field(
+        None, description="/readyz needs a live worker; default: in the embedded mode only"
+    )
     worker_device: str = "auto"
+    auth: bool = Field(
+        True,
+        description="Require API tokens; off only for a service bound to 127.0.0.1 "
+        "(every caller is then user 'local')",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="A bootstrap admin token (user 'admin') for the distributed deployment"
+    )
+    max_active_jobs: int = Field(20, description="Queued + running jobs per owner; past it, 429")
+    checkpoint_url_seconds: int = Field(
+        300, description="Lifetime of a presigned checkpoint download URL"
+    )
     sample_cache_size: int = 8
     max_samples_per_request: int = 256
+    max_body_bytes: int = Field(1_048_576, description="Largest request body accepted, in bytes")
+
+    # Limits on what one job may ask for (issue #10); defaults: sagan_core.config.Limits.
+    max_batch_size: int = Field(
+        Limits.batch_size, ge=1, le=MAX_INT, description="config.batch_size"
+    )
+    max_channels: int = Field(
+        Limits.channels, ge=1, le=MAX_INT, description="config.g_ch and config.d_ch"
+    )
+    max_z_dim: int = Field(Limits.z_dim, ge=1, le=MAX_INT, description="config.z_dim")
+    max_classes: int = Field(Limits.classes, ge=1, le=MAX_INT, description="config.num_classes")
+    max_steps: int = Field(Limits.steps, ge=1, le=MAX_INT, description="config.steps")
+    max_d_steps: int = Field(Limits.d_steps, ge=1, le=MAX_INT, description="config.d_steps")
+    max_eval_samples: int = Field(
+        Limits.eval_samples, ge=1, le=MAX_INT, description="config.eval_samples"
+    )
+    max_reference_samples: int = Field(
+        Limits.reference_samples, ge=1, le=MAX_INT, description="config.eval_reference_samples"
+    )
+    max_data_root_chars: int = Field(
+        Limits.data_root_chars, ge=1, le=MAX_INT, description="Length of config.data_root"
+    )
+    data_roots: Annotated[list[Path] | None, NoDecode] = Field(
+        None,
+        description="Folders a job's data_root must lie in (symlinks resolved), a JSON list or "
+        "comma-separated; a relative data_root is taken under the first; default "
+        "[<data_dir>/datasets]; [] allows none",
+    )
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_data_roots(cls, value: object) -> object:
+        """SAGAN_DATA_ROOTS as a JSON list or comma-separated paths; empty: the default."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value  # compose passes an unset variable as ""
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -60,6 +144,38 @@ class Settings(BaseSettings):
 
     def is_embedded_broker(self) -> bool:
         return self.resolved_broker_url().startswith("filesystem://")
+
+    def readiness_needs_worker(self) -> bool:
+        if self.ready_requires_worker is not None:
+            return self.ready_requires_worker
+        return self.is_embedded_broker()
+
+    def limits(self) -> Limits:
+        """The operator's limits on a job's config, as the core checks them."""
+        return Limits(
+            batch_size=self.max_batch_size,
+            channels=self.max_channels,
+            z_dim=self.max_z_dim,
+            classes=self.max_classes,
+            steps=self.max_steps,
+            d_steps=self.max_d_steps,
+            eval_samples=self.max_eval_samples,
+            reference_samples=self.max_reference_samples,
+            data_root_chars=self.max_data_root_chars,
+        )
+
+    def resolved_data_roots(self) -> list[Path]:
+        """Where a job's data_root may point (the first takes relative ones), symlinks resolved."""
+        roots = self.data_roots if self.data_roots is not None else [self.data_dir / "datasets"]
+        return [Path(r).resolve() for r in roots]
+
+    def private_paths(self) -> list[Path]:
+        """The service's own files: never a data_root, nor inside one, whatever the roots."""
+        paths = [self.resolved_storage_dir(), self.broker_dir(), (self.data_dir / "runs").resolve()]
+        url = self.resolved_database_url()
+        if url.startswith("sqlite:///"):
+            paths.append(Path(url.removeprefix("sqlite:///")).resolve())
+        return paths
 
 
 @lru_cache

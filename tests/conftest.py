@@ -108,7 +108,12 @@ def migrated_postgres_url(postgres_url: str) -> Iterator[str]:
     yield postgres_url
     engine = create_engine(postgres_url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, metrics, checkpoints, models CASCADE"))
+        conn.execute(
+            text(
+                "TRUNCATE jobs, job_events, metrics, checkpoints, models, workers, api_tokens "
+                "CASCADE"
+            )
+        )
     engine.dispose()
 
 

@@ -1,23 +1,25 @@
-"""Trainer callbacks of a job: metric rows, checkpoint uploads, heartbeats and cancel checks."""
+"""Trainer callbacks of a job: metric rows, checkpoint uploads, and stopping for cancels, shutdowns
+and takeovers. Database and storage calls are retried through outages (store.outages)."""
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sagan_core.trainer import TrainerCallbacks
 from store import jobs
 from store.checkpoints import checkpoint_key, prune_checkpoints, register_checkpoint
 from store.db import session_scope
 from store.metrics import write_metrics
+from store.outages import call_through_outages
 from store.settings import Settings
 from store.storage import Storage
+from worker.liveness import JobLiveness
 
 log = logging.getLogger(__name__)
-
-# How often should_stop reads the job's state (a cheap SELECT); the heartbeat UPDATE is rarer.
-STATE_POLL_SECONDS = 1.0
+T = TypeVar("T")
 
 
 def worker_shutting_down() -> bool:
@@ -34,7 +36,8 @@ def worker_shutting_down() -> bool:
 class JobCallbacks(TrainerCallbacks):
     """Connects one Trainer run to its job row (the settings' database) and to object storage.
 
-    `resolution` and `class_names` describe the run's model for the checkpoint and model rows.
+    `resolution` and `class_names` describe the run's model for the checkpoint and model rows;
+    `liveness` is the task's heartbeat thread, which also tells of cancels and takeovers.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class JobCallbacks(TrainerCallbacks):
         worker: str,
         settings: Settings,
         storage: Storage,
+        liveness: JobLiveness,
         *,
         resolution: int,
         class_names: list[str],
@@ -52,48 +56,62 @@ class JobCallbacks(TrainerCallbacks):
         self.worker = worker
         self.settings = settings
         self.storage = storage
-        self.keep_checkpoints = settings.keep_checkpoints
-        self.heartbeat_seconds = settings.heartbeat_seconds
+        self.liveness = liveness
         self.resolution = resolution
         self.class_names = list(class_names)
         self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost"
         self.last_checkpoint_step = last_checkpoint_step
         self.images_per_s: float | None = None
-        self._last_beat = 0.0
-        self._last_poll = 0.0
+
+    def _retried(self, what: str, fn: Callable[[], T]) -> T:
+        return call_through_outages(
+            fn, f"job {self.job_id}: {what}", within_s=self.settings.outage_retry_seconds
+        )
 
     # -- metrics ------------------------------------------------------------------------------
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         rows = [(name, step, value) for name, value in metrics.items()]
-        with session_scope(self.settings) as session:  # one transaction per log event
-            write_metrics(session, self.job_id, rows)
+
+        def write() -> None:
+            with session_scope(self.settings) as session:  # one transaction per log event
+                write_metrics(session, self.job_id, rows)
+
+        self._retried(f"metrics of step {step}", write)
         if "images_per_s" in metrics:
-            self.images_per_s = metrics["images_per_s"]
+            self.images_per_s = self.liveness.images_per_s = metrics["images_per_s"]
 
     # -- checkpoints --------------------------------------------------------------------------
 
     def on_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
-        if self.stop_reason == "lost":
+        if self.stop_reason == "lost" or self.liveness.lost():
             return  # the job's new owner resumes from the last checkpoint we registered
         # Storage first, then the rows: a registered checkpoint is always downloadable.
         key = checkpoint_key(self.job_id, step)
-        size = self.storage.put_file(key, path)
-        with session_scope(self.settings) as session:
-            job = jobs.get_job(session, self.job_id)
-            register_checkpoint(
-                session,
-                job,
-                step=step,
-                key=key,
-                size_bytes=size,
-                tags=set(tags) | {"latest"},  # every new checkpoint is the latest one
-                resolution=self.resolution,
-                class_names=self.class_names,
-            )
-            tag_list = ", ".join(sorted(tags))
-            jobs.add_event(session, self.job_id, "checkpoint", f"step {step} [{tag_list}] {key}")
-            dropped = prune_checkpoints(session, self.job_id, self.keep_checkpoints)
+        size = self._retried(
+            f"upload of checkpoint {step}", lambda: self.storage.put_file(key, path)
+        )
+
+        def register() -> list[str]:
+            with session_scope(self.settings) as session:
+                job = jobs.get_job(session, self.job_id)
+                register_checkpoint(
+                    session,
+                    job,
+                    step=step,
+                    key=key,
+                    size_bytes=size,
+                    tags=set(tags) | {"latest"},  # every new checkpoint is the latest one
+                    resolution=self.resolution,
+                    class_names=self.class_names,
+                )
+                tag_list = ", ".join(sorted(tags))
+                jobs.add_event(
+                    session, self.job_id, "checkpoint", f"step {step} [{tag_list}] {key}"
+                )
+                return prune_checkpoints(session, self.job_id, self.settings.keep_checkpoints)
+
+        dropped = self._retried(f"registration of checkpoint {step}", register)
         for old in dropped:  # after the commit: no row points at them any more
             try:
                 self.storage.delete(old)
@@ -102,28 +120,17 @@ class JobCallbacks(TrainerCallbacks):
         self.last_checkpoint_step = step
         log.info("job %s: checkpoint step %d stored at %s", self.job_id, step, key)
 
-    # -- liveness and stopping ----------------------------------------------------------------
+    # -- stopping -----------------------------------------------------------------------------
 
     def should_stop(self, step: int) -> bool:
+        self.liveness.step = step
         if worker_shutting_down():
             self.stop_reason = "shutdown"
             return True
-        now = time.monotonic()
-        if now - self._last_poll < min(STATE_POLL_SECONDS, self.heartbeat_seconds):
-            return False
-        self._last_poll = now
-        with session_scope(self.settings) as session:
-            if now - self._last_beat >= self.heartbeat_seconds:
-                self._last_beat = now
-                jobs.heartbeat(
-                    session, self.job_id, self.worker, step=step, images_per_s=self.images_per_s
-                )
-            job = jobs.get_job(session, self.job_id)
-            state, owner = job.state, job.worker
-        if owner != self.worker or state not in (jobs.RUNNING, jobs.CANCELLING):
-            self.stop_reason = "lost"  # the reaper gave the job to another worker
+        if self.liveness.lost():
+            self.stop_reason = "lost"  # the job was given to another worker
             return True
-        if state == jobs.CANCELLING:
+        if self.liveness.state == jobs.CANCELLING:
             self.stop_reason = "cancel"
             return True
         return False

@@ -9,14 +9,36 @@ from __future__ import annotations
 
 import logging
 
+from celery import signals
+
 from store.queue import EVALUATE_TASK, TRAIN_TASK, celery_for, enqueue_job
 from store.settings import get_settings
 from worker import tasks
 from worker.callbacks import worker_shutting_down
+from worker.liveness import ProcessLiveness
 
 # A worker process serves one deployment: the settings its environment gives when it starts.
 settings = get_settings()
 app = celery_for(settings)
+_liveness: ProcessLiveness | None = None
+
+
+@signals.worker_ready.connect
+def _start_beating(sender=None, **_: object) -> None:  # noqa: ANN001
+    """The worker's own row in `workers` (readiness, operators) for as long as it runs."""
+    global _liveness
+    try:
+        queues = ",".join(sorted(q.name for q in sender.app.amqp.queues.consume_from.values()))
+    except AttributeError:  # another Celery version's sender
+        queues = ""
+    _liveness = ProcessLiveness(settings, tasks.worker_name(), queues or settings.train_queue)
+    _liveness.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_beating(**_: object) -> None:
+    if _liveness is not None:
+        _liveness.stop()
 
 
 def _pass_on(job_id: str, kind: str) -> bool:

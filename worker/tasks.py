@@ -1,8 +1,11 @@
 """The worker's two jobs as plain functions: train a job's config, evaluate a stored model.
 
-Each claims its job row first (a duplicate delivery finds it owned and returns None), runs, and
-ends the job with a terminal state and, on failure, a one-line reason. worker.celery_app registers
-them as Celery tasks; tests call them directly.
+Each claims its job row first (a duplicate delivery finds it owned by a live worker and returns
+None; a job whose worker went silent is taken over), beats it from a thread for the task's whole
+life, runs, and ends the job: succeeded, cancelled, or failed with a one-line reason for the job's
+own errors (config, data, divergence, evaluation). An outage of the database or storage is not
+the job's error: the run stops at its last checkpoint and the job goes back to the queue.
+worker.celery_app registers them as Celery tasks; tests call them directly.
 """
 
 from __future__ import annotations
@@ -12,17 +15,24 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from store import jobs
 from store.checkpoints import newest_checkpoint
 from store.db import session_scope
 from store.metrics import write_metrics
 from store.models import Model
+from store.outages import call_through_outages, is_outage
 from store.queue import enqueue_job
 from store.settings import Settings
 from store.storage import StorageError, storage_from_settings
 from worker.callbacks import JobCallbacks
+from worker.liveness import JobLiveness
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +44,21 @@ def worker_name() -> str:
 
 
 def job_device(settings: Settings, requested: str = "auto") -> str:
-    """The device a job runs on: its own choice, else SAGAN_WORKER_DEVICE (auto: CUDA if any)."""
-    from sagan_core.device import resolve_device
+    """The device a job runs on: its own choice, else SAGAN_WORKER_DEVICE (auto: CUDA if any).
 
-    return str(resolve_device(settings.worker_device if requested == "auto" else requested))
+    One this worker lacks (cuda on a CPU-only machine, cuda:3 of two GPUs, mps) is a
+    ConfigError("device", ...), so the job fails at once with one line, not a torch error.
+    """
+    from sagan_core.config import ConfigError
+    from sagan_core.device import check_device_available, resolve_device
+
+    name = settings.worker_device if requested == "auto" else requested
+    hint = f"(SAGAN_WORKER_DEVICE={settings.worker_device})"
+    try:
+        device = resolve_device(name)
+    except RuntimeError as e:  # torch's "Expected one of cpu, cuda, ..." for a bad name
+        raise ConfigError("device", f"{name!r} is not a device name {hint}") from e
+    return str(check_device_available(device, name, where="this worker", hint=hint))
 
 
 def failure_message(error: BaseException, last_checkpoint_step: int | None) -> str:
@@ -67,16 +88,33 @@ def failure_message(error: BaseException, last_checkpoint_step: int | None) -> s
     return message[:MAX_ERROR_CHARS]
 
 
+def _db(settings: Settings, what: str, fn: Callable[..., T]) -> T:
+    """fn(session) in one transaction, retried through a database outage."""
+
+    def attempt() -> T:
+        with session_scope(settings) as session:
+            return fn(session)
+
+    return call_through_outages(attempt, what, within_s=settings.outage_retry_seconds)
+
+
 def _claim(settings: Settings, job_id: str, worker: str, kind: str) -> dict | None:
     """Claim the job; returns what the run needs from its row, or None if it is not ours."""
-    with session_scope(settings) as session:
+
+    def claim(session) -> dict | None:  # noqa: ANN001
         try:
-            claimed = jobs.claim_job(session, job_id, worker)
+            claimed = jobs.claim_job(
+                session,
+                job_id,
+                worker,
+                stale_after=timedelta(seconds=settings.stale_after_seconds),
+                max_attempts=settings.max_attempts,
+            )
         except jobs.JobNotFound:
             log.warning("job %s does not exist; dropping the task", job_id)
             return None
         if not claimed:
-            log.info("job %s is already owned or finished; duplicate delivery ignored", job_id)
+            log.info("job %s is owned by a live worker or ended; delivery ignored", job_id)
             return None
         job = jobs.get_job(session, job_id)
         if job.kind != kind:
@@ -91,16 +129,44 @@ def _claim(settings: Settings, job_id: str, worker: str, kind: str) -> dict | No
             "checkpoint_step": ckpt.step if ckpt else None,
         }
 
+    return _db(settings, f"claim of job {job_id}", claim)
+
 
 def _finish(
     settings: Settings, job_id: str, worker: str, state: str, error: str | None = None
 ) -> str:
-    with session_scope(settings) as session:
-        if not jobs.finish_job(session, job_id, state, error, worker=worker):
-            log.warning(
-                "job %s: could not move to %s (no longer owned by %s)", job_id, state, worker
-            )
+    def finish(session) -> bool:  # noqa: ANN001
+        return jobs.finish_job(session, job_id, state, error, worker=worker)
+
+    if not _db(settings, f"job {job_id}: move to {state}", finish):
+        log.warning("job %s: could not move to %s (no longer owned by %s)", job_id, state, worker)
     log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
+    return state
+
+
+def _release(
+    settings: Settings, job_id: str, worker: str, reason: str, kind: str = "train"
+) -> str | None:
+    """Back to the queue in order (the run stopped at its last checkpoint), then a wake-up call.
+
+    If the database stays away even for this, the job keeps its stale heartbeat and the reaper
+    requeues it once the database is back.
+    """
+    try:
+        state = _db(
+            settings,
+            f"job {job_id}: release",
+            lambda session: jobs.release_job(session, job_id, worker, reason),
+        )
+    except Exception as e:
+        log.error("job %s: could not release it (%s); the reaper will requeue it", job_id, e)
+        return None
+    if state == jobs.QUEUED:
+        try:
+            enqueue_job(settings, job_id, kind)
+        except Exception as e:  # the dispatcher re-sends queued jobs nobody claims
+            log.warning("job %s: requeued, but the broker refused the task (%s)", job_id, e)
+    log.info("job %s: %s -> %s", job_id, reason, state)
     return state
 
 
@@ -112,20 +178,31 @@ def _run_dir(settings: Settings, job_id: str) -> Path:
 
 def train_job(job_id: str, settings: Settings) -> str | None:
     """Run a train job to its end; returns the state it left the job in (None: not ours)."""
-    from sagan_core.config import TrainConfig
-    from sagan_core.data import build_dataset
-    from sagan_core.trainer import Trainer
-
     worker = worker_name()
     row = _claim(settings, job_id, worker, "train")
     if row is None:
         return None
+    with JobLiveness(settings, job_id, worker) as liveness:
+        return _train(job_id, settings, worker, row, liveness)
+
+
+def _train(
+    job_id: str, settings: Settings, worker: str, row: dict, liveness: JobLiveness
+) -> str | None:
+    from sagan_core.config import TrainConfig, check_data_location
+    from sagan_core.data import build_dataset
+    from sagan_core.trainer import Trainer
+
     storage = storage_from_settings(settings)
     last_checkpoint_step = row["checkpoint_step"]
     callbacks = None
     run_dir = _run_dir(settings, job_id)
     try:
-        cfg = TrainConfig.from_dict(row["config"]).validate().resolved()
+        # Checked again here, with this worker's settings: the job may have been queued before
+        # the operator tightened the limits or the data roots.
+        limits = settings.limits()
+        cfg = TrainConfig.from_dict(row["config"]).validate(limits).resolved()
+        cfg = check_data_location(cfg, settings.resolved_data_roots(), settings.private_paths())
         cfg.device = job_device(settings, cfg.device)
         dataset = build_dataset(cfg)
         evaluator = None
@@ -136,44 +213,52 @@ def train_job(job_id: str, settings: Settings) -> str | None:
         resume = None
         if row["checkpoint_key"]:
             resume = run_dir / "resume.pt"
-            storage.download(row["checkpoint_key"], resume)
+            call_through_outages(
+                lambda: storage.download(row["checkpoint_key"], resume),
+                f"job {job_id}: download of checkpoint {row['checkpoint_step']}",
+                within_s=settings.outage_retry_seconds,
+            )
             log.info("job %s resumes from step %d", job_id, row["checkpoint_step"])
         callbacks = JobCallbacks(
             job_id,
             worker,
             settings,
             storage,
+            liveness,
             resolution=cfg.resolution,
             class_names=list(dataset.class_names),
             last_checkpoint_step=last_checkpoint_step,
         )
-        trainer = Trainer(cfg, run_dir / "run", callbacks, evaluator=evaluator, dataset=dataset)
+        trainer = Trainer(
+            cfg, run_dir / "run", callbacks, evaluator=evaluator, dataset=dataset, limits=limits
+        )
         result = trainer.run(resume_from=resume)
     except Exception as e:
-        log.exception("job %s failed", job_id)
         if callbacks is not None:
             last_checkpoint_step = callbacks.last_checkpoint_step
+        if is_outage(e):
+            log.warning("job %s stopped by an outage: %s", job_id, e)
+            kept = f"resumes from step {last_checkpoint_step or 0}"
+            return _release(settings, job_id, worker, f"outage ({e}); {kept}")
+        log.exception("job %s failed", job_id)
         return _finish(
             settings, job_id, worker, jobs.FAILED, failure_message(e, last_checkpoint_step)
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
-    with session_scope(settings) as session:  # the final progress, with the last measured speed
+    def final_progress(session) -> None:  # noqa: ANN001  (with the last measured speed)
         jobs.heartbeat(
             session, job_id, worker, step=result.step, images_per_s=callbacks.images_per_s
         )
+
+    _db(settings, f"job {job_id}: final progress", final_progress)
     if not result.stopped:
         return _finish(settings, job_id, worker, jobs.SUCCEEDED)
     if callbacks.stop_reason == "cancel":
         return _finish(settings, job_id, worker, jobs.CANCELLED)
     if callbacks.stop_reason == "shutdown":
-        with session_scope(settings) as session:
-            state = jobs.release_job(session, job_id, worker)
-        if state == jobs.QUEUED:
-            enqueue_job(settings, job_id, "train")  # another worker (or this one) resumes it
-        log.info("job %s: worker shutting down at step %d -> %s", job_id, result.step, state)
-        return state
+        return _release(settings, job_id, worker, f"worker shut down at step {result.step}")
     log.warning(
         "job %s: lost ownership at step %d; leaving it to its new worker", job_id, result.step
     )
@@ -189,24 +274,33 @@ def evaluate_job(job_id: str, settings: Settings) -> str | None:
     storage = storage_from_settings(settings)
     run_dir = _run_dir(settings, job_id)
     try:
-        from worker.evaluation import evaluate_model
+        with JobLiveness(settings, job_id, worker):
+            from worker.evaluation import evaluate_model
 
-        config = row["config"]
-        key, step = config.get("checkpoint_key"), config.get("model_step")
-        if not key:  # no snapshot in the job: the model's current checkpoint
-            model_id = row["model_id"] or config.get("model_id")
-            with session_scope(settings) as session:
-                model = session.get(Model, model_id) if model_id else None
+            config = row["config"]
+            key, step = config.get("checkpoint_key"), config.get("model_step")
+            if not key:  # no snapshot in the job: the model's current checkpoint
+                model_id = row["model_id"] or config.get("model_id")
+                model = _db(
+                    settings,
+                    f"job {job_id}: model",
+                    lambda session: session.get(Model, model_id) if model_id else None,
+                )
                 if model is None:
                     raise LookupError(f"model {model_id!r} not found")
                 key, step = model.checkpoint_key, model.step
-        checkpoint = run_dir / "model.pt"
-        storage.download(key, checkpoint)
-        results = evaluate_model(checkpoint, config, settings, storage, job_device(settings))
-        with session_scope(settings) as session:
-            write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])
-            jobs.heartbeat(session, job_id, worker, step=step)
+            checkpoint = run_dir / "model.pt"
+            storage.download(key, checkpoint)
+            results = evaluate_model(checkpoint, config, settings, storage, job_device(settings))
+
+            def record(session) -> None:  # noqa: ANN001
+                write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])
+                jobs.heartbeat(session, job_id, worker, step=step)
+
+            _db(settings, f"job {job_id}: metrics", record)
     except Exception as e:
+        if is_outage(e):  # an evaluation has no checkpoint of its own: it simply runs again
+            return _release(settings, job_id, worker, f"outage ({e})", kind="evaluate")
         log.exception("evaluation job %s failed", job_id)
         return _finish(settings, job_id, worker, jobs.FAILED, failure_message(e, None))
     finally:

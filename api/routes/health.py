@@ -1,9 +1,11 @@
-"""Liveness (the process answers) and readiness (database, broker and storage answer)."""
+"""Liveness (the process answers) and readiness (database, broker and storage answer, and in the
+embedded mode a worker is alive)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -11,10 +13,10 @@ from sqlalchemy import text
 
 from api.deps import Services, ServicesDep
 from api.schemas import Readiness
+from store.queue import BROKER_TIMEOUT_S
+from store.workers import live_workers
 
 router = APIRouter(tags=["health"])
-
-BROKER_TIMEOUT_S = 3
 
 
 def _check_database(services: Services) -> None:
@@ -39,6 +41,19 @@ def _check_storage(services: Services) -> None:
     services.storage.check()
 
 
+def _check_worker(services: Services) -> None:
+    settings = services.settings
+    # A live worker beats every heartbeat_seconds: three missed beats mean it is gone.
+    window = min(settings.stale_after_seconds, 3 * settings.heartbeat_seconds)
+    with services.sessionmaker() as session:
+        alive = live_workers(session, timedelta(seconds=window))
+    if not alive:
+        raise RuntimeError(
+            f"no worker has reported in the last {window:.0f} s; "
+            "jobs wait in the queue until one runs"
+        )
+
+
 def _describe(e: Exception) -> str:
     """The first line of the underlying error: SQLAlchemy wraps the driver's in `.orig`."""
     cause = getattr(e, "orig", None) or e
@@ -51,6 +66,8 @@ CHECKS: dict[str, Callable[[Services], None]] = {
     "broker": _check_broker,
     "storage": _check_storage,
 }
+# Checked where the settings say a worker belongs to the service (the embedded `sagan up`).
+WORKER_CHECK = "worker"
 
 
 @router.get("/healthz")
@@ -65,7 +82,10 @@ def healthz() -> dict[str, str]:
 )
 def readyz(services: ServicesDep) -> Readiness | JSONResponse:
     checks: dict[str, str] = {}
-    for name, check in CHECKS.items():
+    wanted = dict(CHECKS)
+    if services.settings.readiness_needs_worker():
+        wanted[WORKER_CHECK] = _check_worker
+    for name, check in wanted.items():
         try:
             check(services)
             checks[name] = "ok"

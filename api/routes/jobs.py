@@ -11,7 +11,16 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import MAX_INT32, MAX_INT64, OwnerDep, ServicesDep, SessionDep
+from api.deps import (
+    AUTH_RESPONSES,
+    MAX_INT32,
+    MAX_INT64,
+    IdentityDep,
+    OwnerDep,
+    ServicesDep,
+    SessionDep,
+)
+from api.limits import JobIdPath
 from api.schemas import EventOut, JobCreate, JobList, JobOut, MetricsOut
 from sagan_core.classes import ClassError, resolve_class
 from store import jobs as job_states
@@ -19,9 +28,10 @@ from store import queue
 from store.checkpoints import job_models
 from store.metrics import read_metrics
 from store.models import Job, JobEvent, Model
+from store.settings import Settings
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
 DEFAULT_EVAL_SAMPLES = 50_000
 StateName = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
@@ -64,6 +74,7 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         images_per_s=job.images_per_s,
         eta_seconds=_eta_seconds(job),
         attempts=job.attempts,
+        worker=job.worker if job.state in job_states.ACTIVE else None,
         error=job.error,
         created_at=job.created_at,
         started_at=job.started_at,
@@ -75,12 +86,21 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
     )
 
 
-def _validated_train_config(config: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """The core's config, validated and resolved (presets filled in), and its step count."""
-    from sagan_core.config import ConfigError, TrainConfig  # stdlib only: no torch here
+def _validated_train_config(
+    config: dict[str, Any], settings: Settings
+) -> tuple[dict[str, Any], int]:
+    """The core's config, validated against the operator's limits and resolved (presets filled
+    in, data_root made absolute inside the data roots), and its step count."""
+    from sagan_core.config import (  # stdlib only: no torch here
+        ConfigError,
+        TrainConfig,
+        check_data_location,
+    )
 
     try:
-        cfg = TrainConfig.from_dict(config).validate().resolved().validate()
+        limits = settings.limits()
+        cfg = TrainConfig.from_dict(config).validate(limits).resolved().validate(limits)
+        cfg = check_data_location(cfg, settings.resolved_data_roots(), settings.private_paths())
     except ConfigError as e:
         raise HTTPException(422, f"config.{e.field}: {e.message}") from e
     except (ValueError, TypeError) as e:
@@ -137,8 +157,8 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
         200: {"description": "An Idempotency-Key replay: the job the first request created"},
         404: {"description": "evaluate: the model is not found"},
         409: {"description": "the Idempotency-Key was used for a different request"},
+        429: {"description": "the caller has SAGAN_MAX_ACTIVE_JOBS queued or running jobs"},
         422: {"description": "a field is invalid; `detail` names it"},
-        503: {"description": "the broker refused the task; the job is marked failed"},
     },
 )
 def create_job(
@@ -155,7 +175,7 @@ def create_job(
                 raise HTTPException(
                     422, f"{name}: only for evaluate jobs; a training job takes `config`"
                 )
-        config, total_steps = _validated_train_config(body.config or {})
+        config, total_steps = _validated_train_config(body.config or {}, services.settings)
         model_id = None
     else:
         if body.config is not None:
@@ -164,15 +184,19 @@ def create_job(
             )
         config, total_steps, model_id = _evaluate_config(session, owner, body)
 
-    job, created = job_states.create_job(
-        session,
-        owner=owner,
-        kind=body.kind,
-        config=config,
-        total_steps=total_steps,
-        model_id=model_id,
-        idempotency_key=idempotency_key or None,
-    )
+    try:
+        job, created = job_states.create_job(
+            session,
+            owner=owner,
+            kind=body.kind,
+            config=config,
+            total_steps=total_steps,
+            model_id=model_id,
+            idempotency_key=idempotency_key or None,
+            max_active=services.settings.max_active_jobs,
+        )
+    except job_states.QuotaExceeded as e:
+        raise HTTPException(429, str(e)) from e
     if not created and (job.kind, job.config, job.model_id) != (body.kind, config, model_id):
         raise HTTPException(
             409,
@@ -183,30 +207,43 @@ def create_job(
     if created:
         try:
             queue.enqueue_job(services.settings, job.id, job.kind)
-        except Exception as e:  # kombu/redis raise many types; any of them means "not queued"
-            log.exception("could not enqueue job %s", job.id)
-            reason = f"could not send the job to the broker: {type(e).__name__}: {e}"
-            job_states.fail_unqueued(session, job.id, reason)
+        except Exception as e:  # kombu/redis raise many types; any of them means "not sent yet"
+            # The job stays queued: the database is the outbox, and the dispatcher sends it once
+            # the broker is back. The client's job exists either way.
+            log.warning("job %s: broker unavailable (%s); the dispatcher will send it", job.id, e)
+            job_states.add_event(
+                session,
+                job.id,
+                "info",
+                f"the broker was unavailable ({type(e).__name__}); sent when it is back",
+            )
             session.commit()
-            raise HTTPException(
-                503, f"job {job.id} was not queued and is marked failed; {reason}"
-            ) from e
     else:
         response.status_code = 200
     response.headers["Location"] = f"/jobs/{job.id}"
     return job_out(job, job_models(session, job.id))
 
 
-@router.get("", response_model=JobList)
+@router.get(
+    "",
+    response_model=JobList,
+    responses={403: {"description": "all_owners without an admin token"}},
+)
 def list_jobs(
     session: SessionDep,
-    owner: OwnerDep,
+    identity: IdentityDep,
     state: StateName | None = None,
     kind: Literal["train", "evaluate"] | None = None,
+    all_owners: Annotated[
+        bool, Query(description="admins only: everyone's jobs, not just the caller's")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> JobList:
-    where = [Job.owner == owner]
+    """The caller's jobs, newest first (an admin's token may ask for everyone's)."""
+    if all_owners and not identity.admin:
+        raise HTTPException(403, "all_owners: only an admin token may list everyone's jobs")
+    where = [] if all_owners else [Job.owner == identity.user]
     if state is not None:
         where.append(Job.state == state)
     if kind is not None:
@@ -232,7 +269,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "no such job"}})
-def read_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+def read_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
     job = owned_job(session, owner, job_id)
     return job_out(job, job_models(session, job.id))
 
@@ -242,7 +279,7 @@ def read_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     response_model=JobOut,
     responses={409: {"description": "the job has already finished"}},
 )
-def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+def cancel_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
     """A queued job is cancelled at once; a running one is asked to stop (`cancelling`)."""
     job = owned_job(session, owner, job_id)
     job_states.request_cancel(session, job.id)
@@ -253,7 +290,7 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
 
 @router.get("/{job_id}/events", response_model=list[EventOut])
 def list_events(
-    job_id: str,
+    job_id: JobIdPath,
     session: SessionDep,
     owner: OwnerDep,
     after: Annotated[
@@ -276,7 +313,7 @@ def list_events(
     responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
 )
 def read_job_metrics(
-    job_id: str,
+    job_id: JobIdPath,
     session: SessionDep,
     owner: OwnerDep,
     names: Annotated[

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import MAX_INT64, OwnerDep, ServicesDep, SessionDep, StorageDep
+from api.deps import AUTH_RESPONSES, MAX_INT64, OwnerDep, ServicesDep, SessionDep
+from api.limits import ModelIdPath
 from api.sampling import (
     SampleRequestError,
     attention_etag,
@@ -24,9 +25,8 @@ from sagan_core.classes import ClassError, resolve_class
 from store.models import Model
 from store.storage import StorageError
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_RESPONSES)
 
-CHECKPOINT_URL_EXPIRES_S = 3600
 # Private: models belong to one user. no-cache: keep it, but ask (cheaply, by ETag) before reuse,
 # because a model's "latest" checkpoint moves on while its job trains.
 SAMPLE_CACHE_CONTROL = "private, no-cache"
@@ -84,7 +84,7 @@ def list_models(
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses={404: {"description": "no model"}})
-def read_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
+def read_model(model_id: ModelIdPath, session: SessionDep, owner: OwnerDep) -> ModelOut:
     return model_out(owned_model(session, owner, model_id))
 
 
@@ -98,7 +98,7 @@ def read_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
     },
 )
 def model_samples(
-    model_id: str,
+    model_id: ModelIdPath,
     session: SessionDep,
     owner: OwnerDep,
     services: ServicesDep,
@@ -136,7 +136,7 @@ def model_samples(
     },
 )
 def model_attention(
-    model_id: str,
+    model_id: ModelIdPath,
     session: SessionDep,
     owner: OwnerDep,
     services: ServicesDep,
@@ -191,22 +191,23 @@ def _chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
     },
 )
 def download_checkpoint(
-    model_id: str,
+    model_id: ModelIdPath,
     session: SessionDep,
     owner: OwnerDep,
-    storage: StorageDep,
+    services: ServicesDep,
     redirect: bool = True,
 ) -> Any:
     model = owned_model(session, owner, model_id)
     key, filename = model.checkpoint_key, f"sagan-{model.job_id}-step{model.step:08d}.pt"
     session.close()  # a download can outlast the request's need for the database
-    url = storage.url(key, CHECKPOINT_URL_EXPIRES_S)
+    storage = services.storage
+    url = storage.url(key, services.settings.checkpoint_url_seconds)
     if url is not None:
         if not storage.exists(key):
             raise HTTPException(503, f"checkpoint of model {model_id} is missing from storage")
         if redirect:
             return RedirectResponse(url, status_code=307)
-        body = CheckpointUrl(url=url, expires_in=CHECKPOINT_URL_EXPIRES_S)
+        body = CheckpointUrl(url=url, expires_in=services.settings.checkpoint_url_seconds)
         return JSONResponse(body.model_dump())
     try:
         f = storage.open(key)

@@ -4,7 +4,7 @@ distributed (PostgreSQL, Redis, moto S3) backends, and a tiny real checkpoint to
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,33 @@ from fastapi.testclient import TestClient
 @dataclass
 class Service:
     mode: str  # embedded | distributed
-    client: TestClient
+    client: TestClient  # its requests carry user "local"'s token
     data_dir: Path
     queued_messages: Callable[[], int]  # task messages waiting in the broker's train queue
+    tokens: dict[str, str] = field(default_factory=dict)
 
-    def as_user(self, user: str) -> dict[str, str]:
-        return {"X-User": user}
+    def as_user(self, user: str, admin: bool = False) -> dict[str, str]:
+        """Headers of a request made with a (new, cached) token of `user`."""
+        key = f"{user}:{admin}"
+        if key not in self.tokens:
+            self.tokens[key] = user_token(user, admin=admin)
+        return {"Authorization": f"Bearer {self.tokens[key]}"}
+
+
+def user_token(user: str, admin: bool = False) -> str:
+    """A real API token in the service's database (as `sagan token create` makes them)."""
+    from store.db import session_scope
+    from store.settings import get_settings
+    from store.tokens import create_token
+
+    with session_scope(get_settings()) as session:
+        return create_token(session, user, admin=admin, note="test")[1]
+
+
+def _client(app, user: str = "local") -> TestClient:  # noqa: ANN001
+    client = TestClient(app)
+    client.headers["Authorization"] = f"Bearer {user_token(user)}"
+    return client
 
 
 def _embedded(data_dir: Path) -> Service:
@@ -29,9 +50,11 @@ def _embedded(data_dir: Path) -> Service:
 
     upgrade(get_settings().resolved_database_url())
     queue_dir = data_dir / "broker" / "queue"
+    # No worker runs beside these tests: readiness is about the backends here.
+    settings = get_settings().model_copy(update={"ready_requires_worker": False})
     return Service(
         "embedded",
-        TestClient(create_app()),
+        _client(create_app(settings)),
         data_dir,
         lambda: len(list(queue_dir.glob("*.msg"))) if queue_dir.is_dir() else 0,
     )
@@ -49,7 +72,11 @@ def _distributed(env: dict[str, str]) -> Service:
         finally:
             client.close()
 
-    return Service("distributed", TestClient(create_app()), Path(env["SAGAN_DATA_DIR"]), llen)
+    from store.migrate import upgrade
+    from store.settings import get_settings
+
+    upgrade(get_settings().resolved_database_url())
+    return Service("distributed", _client(create_app()), Path(env["SAGAN_DATA_DIR"]), llen)
 
 
 @pytest.fixture(params=["embedded", "distributed"])

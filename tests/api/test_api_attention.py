@@ -91,5 +91,5 @@ def test_attention_image_is_the_first_image_of_samples_for_the_same_query(
 def test_dashboard_page_is_served_and_uses_the_public_routes(embedded):
     r = embedded.client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    for route in ("/jobs?limit=", "/metrics?max_points=", "/samples?", "/attention?", "X-User"):
+    for route in ("/jobs?limit=", "/metrics?max_points=", "/samples?", "/attention?", "Bearer"):
         assert route in r.text, route

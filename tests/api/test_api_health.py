@@ -91,7 +91,7 @@ def test_creating_the_app_and_reading_jobs_do_not_import_torch(data_dir):
         "from api.app import create_app\n"
         "from store.migrate import upgrade\n"
         "from store.settings import Settings\n"
-        f"s = Settings(data_dir={str(data_dir)!r})\n"
+        f"s = Settings(data_dir={str(data_dir)!r}, ready_requires_worker=False, auth=False)\n"
         "upgrade(s.resolved_database_url())\n"
         "client = TestClient(create_app(s))\n"
         "assert client.get('/jobs').status_code == 200\n"
@@ -110,6 +110,7 @@ def test_unexpected_errors_are_json_with_a_detail(embedded, monkeypatch):
 
     monkeypatch.setattr(job_routes, "job_out", broken)
     client = TestClient(embedded.client.app, raise_server_exceptions=False)
+    client.headers.update(embedded.client.headers)  # its token
     r = client.post("/jobs", json={"kind": "train", "config": {"steps": 3}})
     assert r.status_code == 500
     assert r.json() == {"detail": "internal error (RuntimeError): disk on fire"}

@@ -90,5 +90,5 @@ def test_bad_metric_queries_name_the_parameter(embedded, params, status, message
 
 def test_other_users_metrics_are_invisible(embedded):
     job_id = _job_with_metrics(embedded.client)
-    r = embedded.client.get(f"/jobs/{job_id}/metrics", headers={"X-User": "eve"})
+    r = embedded.client.get(f"/jobs/{job_id}/metrics", headers=embedded.as_user("eve"))
     assert r.status_code == 404

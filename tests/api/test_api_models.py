@@ -20,7 +20,7 @@ def test_models_are_listed_for_their_owner_only(embedded, make_model):
     model = embedded.client.get(f"/models/{made['model_id']}").json()
     assert model["job_id"] == made["job_id"] and model["num_classes"] == 10
     assert model["class_names"][3] == "three" and model["resolution"] == 32
-    bob = {"X-User": "bob"}
+    bob = embedded.as_user("bob")
     assert embedded.client.get(f"/models/{made['model_id']}", headers=bob).status_code == 404
     assert embedded.client.get("/models/nope").json()["detail"] == "model 'nope' not found"
 
@@ -38,7 +38,8 @@ def test_samples_are_a_deterministic_png_grid_with_an_etag(service, tiny_checkpo
 
     # A fresh app (cold cache, so the checkpoint is loaded again) renders the same bytes;
     # the class may be named instead of numbered.
-    again = TestClient(create_app()).get(url, params={"class": "three", "n": 16, "seed": 7})
+    fresh = TestClient(create_app(), headers=service.client.headers)
+    again = fresh.get(url, params={"class": "three", "n": 16, "seed": 7})
     assert again.content == first.content
     assert again.headers["etag"] == first.headers["etag"]
 
@@ -115,9 +116,14 @@ def test_checkpoint_download_redirects_to_a_presigned_s3_url(
     distributed_env, tiny_checkpoint, make_model
 ):
     from api.app import create_app
+    from store.db import session_scope
+    from store.settings import get_settings
+    from store.tokens import create_token
 
     model_id = make_model(tiny_checkpoint)["model_id"]
-    client = TestClient(create_app())
+    with session_scope(get_settings()) as session:
+        token = create_token(session, "local")[1]
+    client = TestClient(create_app(), headers={"Authorization": f"Bearer {token}"})
     r = client.get(f"/models/{model_id}/checkpoint", follow_redirects=False)
     assert r.status_code == 307
     location = r.headers["location"]
@@ -125,5 +131,5 @@ def test_checkpoint_download_redirects_to_a_presigned_s3_url(
     assert httpx.get(location).content == tiny_checkpoint.read_bytes()
 
     as_json = client.get(f"/models/{model_id}/checkpoint", params={"redirect": "false"}).json()
-    assert as_json["expires_in"] == 3600
+    assert as_json["expires_in"] == 300  # minutes, not an hour: SAGAN_CHECKPOINT_URL_SECONDS
     assert httpx.get(as_json["url"]).content == tiny_checkpoint.read_bytes()

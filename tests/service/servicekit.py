@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,6 +15,9 @@ from pathlib import Path
 import httpx
 
 SAGAN = str(Path(sys.executable).with_name("sagan"))
+# The bootstrap admin token the service processes of a test run accept (SAGAN_ADMIN_TOKEN).
+ADMIN_TOKEN = "sgn_test-admin-" + secrets.token_urlsafe(16)
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # A digits run sized for a shared 2-core CPU: a handful of tiny steps, two checkpoints.
 TINY_TRAIN = {
@@ -80,6 +84,7 @@ def service_env(**overrides: str) -> dict[str, str]:
     env.update(
         SAGAN_WORKER_DEVICE="cpu",
         SAGAN_HEARTBEAT_SECONDS="1",
+        SAGAN_ADMIN_TOKEN=ADMIN_TOKEN,
         OMP_NUM_THREADS="2",
         PYTHONUNBUFFERED="1",
     )
@@ -142,3 +147,54 @@ def wait_job(
         time.sleep(0.5)
     output = "\n".join(p.output() for p in logs)
     raise AssertionError(f"job {job_id} not in {states} after {timeout} s: {job}\n{output}")
+
+
+class RedisServer:
+    """A Redis of the test's own on its own port, without persistence: it can be stopped and
+    started again (losing every message) without disturbing the shared one."""
+
+    def __init__(self, port: int, workdir: Path):
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen | None = None
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise AssertionError(f"redis-server did not listen on {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # no shutdown save: whatever it held is gone
+            self.proc.wait()
+        self.proc = None
+
+    def llen(self, key: str) -> int:
+        import redis
+
+        client = redis.Redis(port=self.port)
+        try:
+            return int(client.llen(key))
+        finally:
+            client.close()
+
+
+def wait_until(predicate, timeout: float, what: str, *logs: ServiceProcess, poll: float = 0.3):  # noqa: ANN001, ANN201
+    """predicate()'s first truthy value within timeout seconds, else a failure with the logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(poll)
+    output = "\n".join(p.output() for p in logs)
+    raise AssertionError(f"not {what} after {timeout} s\n{output}")

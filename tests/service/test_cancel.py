@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 from servicekit import (
+    AUTH,
     TINY_TRAIN,
     ProcessGroup,
     ServiceProcess,
@@ -42,7 +43,7 @@ def wait_step(client: httpx.Client, job_id: str, step: int, timeout: float, up) 
 def test_cancelled_running_job_ends_cancelled_with_checkpoint_and_model(tmp_path: Path) -> None:
     with ProcessGroup(tmp_path) as group:
         up, base = start_up(group, tmp_path / "data", "up")
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=AUTH) as client:
             job_id = client.post("/jobs", json={"kind": "train", "config": ENDLESS}).json()["id"]
             wait_step(client, job_id, 2, 120, up)
 
@@ -63,13 +64,13 @@ def test_shutdown_requeues_running_job_and_next_start_resumes_it(tmp_path: Path)
     data = tmp_path / "data"
     with ProcessGroup(tmp_path) as group:
         up, base = start_up(group, data, "up-1")
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=AUTH) as client:
             job_id = client.post("/jobs", json={"kind": "train", "config": ENDLESS}).json()["id"]
             wait_step(client, job_id, 2, 120, up)
         assert up.stop(signal.SIGTERM, timeout=60) == 0, up.output()
 
         up, base = start_up(group, data, "up-2")
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=AUTH) as client:
             stopped = client.get(f"/jobs/{job_id}").json()
             assert stopped["state"] in ("queued", "running"), stopped
             assert client.get(f"/models/{stopped['latest_model_id']}").json()["step"] >= 2

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import boto3
 import httpx
-from servicekit import TINY_TRAIN, ProcessGroup, free_port, service_env, wait_healthy, wait_job
+from servicekit import (
+    AUTH,
+    TINY_TRAIN,
+    ProcessGroup,
+    free_port,
+    service_env,
+    wait_healthy,
+    wait_job,
+)
 from sqlalchemy import create_engine, text
 
 
@@ -22,7 +30,7 @@ def test_api_and_worker_processes_train_into_postgres_and_s3(
         wait_healthy(base, api)
         worker.wait_for(r"ready\.", 60)
 
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=AUTH) as client:
             r = client.post("/jobs", json={"kind": "train", "config": TINY_TRAIN})
             assert r.status_code == 201, r.text
             job_id = r.json()["id"]

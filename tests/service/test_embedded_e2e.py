@@ -29,12 +29,20 @@ def test_up_trains_a_job_serves_metrics_and_samples_then_stops_on_ctrl_c(tmp_pat
 def run_embedded(group: ProcessGroup, tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "data"
-    up = group.start(["up", "--port", str(port), "--data-dir", str(data)], service_env(), "up")
+    env = service_env()
+    del env["SAGAN_ADMIN_TOKEN"]  # as a newcomer runs it: the first start makes a token
+    up = group.start(["up", "--port", str(port), "--data-dir", str(data)], env, "up")
     base = f"http://127.0.0.1:{port}"
     wait_healthy(base, up)
     worker_pid = int(up.wait_for(r"worker pid (\d+)", 10).group(1))
+    token = up.wait_for(r"\n    (sgn_\S+)\n", 10).group(1)  # shown once, at the first start
+    assert (data / "token").read_text().strip() == token
+    assert (data / "token").stat().st_mode & 0o077 == 0  # readable by its owner only
+    assert httpx.get(f"{base}/jobs", timeout=10).status_code == 401
 
-    with httpx.Client(base_url=base, timeout=30) as client:
+    with httpx.Client(
+        base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         r = client.post("/jobs", json={"kind": "train", "config": TINY_TRAIN})
         assert r.status_code == 201, r.text
         assert r.json()["state"] == "queued"

@@ -19,7 +19,9 @@ from api.app import create_app
 from store import reset_caches
 from store.checkpoints import job_models
 from store.db import session_scope
+from store.migrate import upgrade
 from store.settings import get_settings
+from store.tokens import create_token
 from worker.tasks import evaluate_job, train_job
 
 EVAL_TRAIN = {
@@ -43,7 +45,10 @@ def service(distributed_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SAGAN_INCEPTION_WEIGHTS", str(weights))
     monkeypatch.setenv("SAGAN_WORKER_DEVICE", "cpu")
     reset_caches()
-    with TestClient(create_app()) as client:
+    upgrade(get_settings().resolved_database_url())
+    with session_scope(get_settings()) as session:
+        token = create_token(session, "local")[1]
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {token}"}) as client:
         yield client, distributed_env
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import select, update
 
 from store import jobs, reset_caches
@@ -80,7 +81,7 @@ def test_duplicate_delivery_finds_job_owned_and_does_not_run(service: Path) -> N
 
 
 def test_empty_dataset_folder_fails_job_with_reason(service: Path, tmp_path: Path) -> None:
-    empty = tmp_path / "images"
+    empty = service / "datasets" / "images"  # inside the default data root (SAGAN_DATA_ROOTS)
     (empty / "cats").mkdir(parents=True)
     job_id = new_job({**TINY, "steps": 2, "dataset": "folder", "data_root": str(empty)})
 
@@ -250,3 +251,110 @@ def test_old_checkpoints_leave_storage_keeping_the_newest(
         speeds = read_metrics(session, job_id, names=["images_per_s"])["images_per_s"]
     # The finished job shows its last measured speed.
     assert job_row(job_id).images_per_s == speeds[-1][1]
+
+
+def _no_run_left_behind(data_dir: Path, job_id: str) -> None:
+    assert run_dirs_left(data_dir) == []
+    with session_scope(get_settings()) as session:
+        assert newest_checkpoint(session, job_id) is None
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:3"])
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_device_the_worker_lacks_fails_the_job_at_once_in_one_line(
+    service: Path, device: str
+) -> None:
+    job_id = new_job({**TINY, "steps": 2, "device": device})
+
+    assert train_job(job_id, get_settings()) == "failed"
+
+    job = job_row(job_id)
+    assert job.error == (
+        f"invalid config: device: {device!r} asked for, but this worker has no CUDA device "
+        "(SAGAN_WORKER_DEVICE=cpu)"
+    )
+    assert job.step == 0
+    _no_run_left_behind(service, job_id)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_worker_device_setting_the_machine_lacks_fails_the_job_naming_it(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAGAN_WORKER_DEVICE", "cuda:1")
+    reset_caches()
+    job_id = new_job({**TINY, "steps": 2})  # device "auto": the worker's setting
+
+    assert train_job(job_id, get_settings()) == "failed"
+
+    assert job_row(job_id).error == (
+        "invalid config: device: 'cuda:1' asked for, but this worker has no CUDA device "
+        "(SAGAN_WORKER_DEVICE=cuda:1)"
+    )
+
+
+@pytest.mark.parametrize("where", ["outside", "symlink"])
+def test_data_root_outside_the_data_roots_fails_the_job(
+    service: Path, tmp_path: Path, where: str
+) -> None:
+    # Queued before the operator tightened SAGAN_DATA_ROOTS (here: the default), or written
+    # around the API: the worker checks the location again before it reads anything.
+    images = tmp_path / "images"
+    (images / "cats").mkdir(parents=True)
+    data_root = str(images)
+    if where == "symlink":
+        (service / "datasets").mkdir()
+        (service / "datasets" / "link").symlink_to(images, target_is_directory=True)
+        data_root = str(service / "datasets" / "link")
+    job_id = new_job({**TINY, "steps": 2, "dataset": "folder", "data_root": data_root})
+
+    assert train_job(job_id, get_settings()) == "failed"
+
+    error = job_row(job_id).error
+    assert error.startswith(f"invalid config: data_root: {data_root!r} ")
+    assert "outside the allowed data roots" in error
+    assert str((service / "datasets").resolve()) in error
+    _no_run_left_behind(service, job_id)
+
+
+def test_data_roots_of_the_worker_settings_allow_a_folder(
+    service: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = tmp_path / "images"
+    (images / "cats").mkdir(parents=True)
+    monkeypatch.setenv("SAGAN_DATA_ROOTS", str(tmp_path))
+    reset_caches()
+    job_id = new_job({**TINY, "steps": 2, "dataset": "folder", "data_root": "images"})
+
+    assert train_job(job_id, get_settings()) == "failed"
+
+    # Past the location check (relative: under the first root): the data itself is the problem.
+    error = job_row(job_id).error
+    assert error.startswith("dataset error: ") and str(images.resolve()) in error
+
+
+def test_a_limit_tightened_after_the_job_was_queued_fails_it(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = new_job({**TINY, "steps": 2})  # batch_size 4
+    monkeypatch.setenv("SAGAN_MAX_BATCH_SIZE", "2")
+    reset_caches()
+
+    assert train_job(job_id, get_settings()) == "failed"
+
+    assert job_row(job_id).error == (
+        "invalid config: batch_size: must be <= 2 (got 4); "
+        "the operator's limit is SAGAN_MAX_BATCH_SIZE"
+    )
+    _no_run_left_behind(service, job_id)
+
+
+def test_a_limit_raised_by_the_operator_is_honoured_by_the_worker(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # d_steps 11 is over the default limit: the Trainer gets the worker's limits, not those.
+    monkeypatch.setenv("SAGAN_MAX_D_STEPS", "11")
+    reset_caches()
+    job_id = new_job({**TINY, "steps": 1, "d_steps": 11, "checkpoint_every": 0})
+
+    assert train_job(job_id, get_settings()) == "succeeded"

@@ -102,3 +102,74 @@ def test_every_transition_is_recorded_as_an_event(session: Session):
 def test_unknown_job_raises_not_found(session: Session):
     with pytest.raises(jobs.JobNotFound):
         jobs.claim_job(session, "nope", "w1")
+
+
+def _silence(session: Session, job_id: str, minutes: float = 10) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(heartbeat_at=jobs.utcnow() - timedelta(minutes=minutes))
+    )
+    session.commit()
+
+
+def _row(session: Session, job_id: str) -> Job:
+    session.expire_all()
+    return session.get(Job, job_id)
+
+
+def test_a_claim_takes_over_a_job_whose_worker_went_silent_but_not_a_live_one(session: Session):
+    job = _new(session)
+    assert jobs.claim_job(session, job.id, "w1")
+    first_start = _row(session, job.id).started_at
+    window = dict(stale_after=timedelta(minutes=1), max_attempts=3)
+    assert jobs.claim_job(session, job.id, "w2", **window) is False  # w1 is alive
+    _silence(session, job.id)
+    assert jobs.claim_job(session, job.id, "w2", **window) is True
+    session.commit()
+    row = _row(session, job.id)
+    assert (row.state, row.worker, row.attempts) == ("running", "w2", 2)
+    assert row.started_at == first_start  # the first start, not the latest
+    assert jobs.losses(session, job.id) == 1
+    assert jobs.heartbeat(session, job.id, "w1", step=5) == "running"  # w1 writes nothing now
+    assert _row(session, job.id).step == 0
+
+
+def test_a_job_whose_worker_is_lost_max_attempts_times_fails_with_the_reason(session: Session):
+    job = _new(session)
+    for attempt in range(1, 4):
+        assert jobs.claim_job(session, job.id, f"w{attempt}")
+        _silence(session, job.id)
+        requeued = jobs.requeue_stale(session, timedelta(minutes=1), max_attempts=3)
+        session.commit()
+        assert requeued == ([job.id] if attempt < 3 else [])
+    row = _row(session, job.id)
+    assert (row.state, row.attempts) == ("failed", 3)
+    assert "worker lost 3 times (SAGAN_MAX_ATTEMPTS=3)" in row.error
+    assert "last step 0, no checkpoint" in row.error
+    assert jobs.claim_job(session, job.id, "w9") is False
+
+
+def test_a_supervisor_requeues_the_jobs_of_a_worker_it_saw_die(session: Session):
+    mine, other = _new(session), _new(session)
+    jobs.claim_job(session, mine.id, "host:1")
+    jobs.claim_job(session, other.id, "host:2")
+    assert jobs.requeue_jobs_of(session, "host:1", "exited with -9", max_attempts=3) == [mine.id]
+    session.commit()
+    assert (_row(session, mine.id).state, _row(session, other.id).state) == ("queued", "running")
+
+
+def test_release_is_not_a_loss_and_unclaimed_queued_jobs_are_listed_for_resending(
+    session: Session,
+):
+    job = _new(session)
+    jobs.claim_job(session, job.id, "w1")
+    assert jobs.release_job(session, job.id, "w1", "database unavailable") == "queued"
+    session.commit()
+    assert jobs.losses(session, job.id) == 0
+    assert jobs.unclaimed_queued(session, timedelta(minutes=1)) == []  # queued just now
+    session.execute(
+        update(Job).where(Job.id == job.id).values(updated_at=jobs.utcnow() - timedelta(minutes=5))
+    )
+    session.commit()
+    assert jobs.unclaimed_queued(session, timedelta(minutes=1)) == [(job.id, "train")]

@@ -1,5 +1,11 @@
 """Metric rows: a resumed run overwrites repeated steps; reads filter and downsample."""
 
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -42,3 +48,93 @@ def test_downsampling_keeps_at_most_max_points_with_first_and_last():
     assert len(kept) == 7
     assert kept[0] == (0, 0.0) and kept[-1] == (999, 999.0)
     assert downsample(points[:5], 7) == points[:5]
+
+
+def _write(session: Session, job_id: str, rows: list[tuple[str, int, float]]) -> None:
+    for start in range(0, len(rows), 2000):  # under SQLite's bound-parameter limit
+        write_metrics(session, job_id, rows[start : start + 2000])
+    session.commit()
+
+
+class _RowCounting:
+    """A session that counts the rows its queries return."""
+
+    def __init__(self, session: Session):
+        self.session, self.rows = session, 0
+
+    def execute(self, statement):
+        rows = self.session.execute(statement).all()
+        self.rows += len(rows)
+        return rows
+
+
+def test_long_series_are_downsampled_in_the_database(session_and_job):
+    session, job_id = session_and_job
+    steps = [3 * i + (i % 2) for i in range(10_000)]  # uneven gaps: 3 and 4 steps apart by turns
+    written = {name: [(s, s / 7 + k) for s in steps] for k, name in enumerate(("d_loss", "g_loss"))}
+    written["fid"] = [(s, 300.0 / (1 + s)) for s in (0, 9000, 18000, 29998)]
+    _write(session, job_id, [(n, s, v) for n, points in written.items() for s, v in points])
+
+    counting = _RowCounting(session)
+    series = read_metrics(counting, job_id, max_points=100)
+    assert counting.rows <= 2 * 100 + 4  # the database downsampled: not all 20,004 rows came back
+    assert set(series) == {"d_loss", "g_loss", "fid"}
+    assert series["fid"] == written["fid"]  # no more points than max_points: kept whole
+    for name in ("d_loss", "g_loss"):
+        points = series[name]
+        assert len(points) <= 100
+        assert points[0] == written[name][0] and points[-1] == written[name][-1]
+        kept = [s for s, _ in points]
+        assert kept == sorted(set(kept))
+        values = dict(written[name])
+        assert all(value == values[step] for step, value in points)  # real rows
+        # Spread over the whole series: no gap much wider than 1/99 of it.
+        assert max(b - a for a, b in itertools.pairwise(kept)) <= 2 * steps[-1] / 99
+        assert points == downsample(written[name], 100)  # the SQL applies the same rule
+
+    # The filters apply before downsampling: the range is downsampled on its own.
+    ranged = read_metrics(
+        session, job_id, names=["g_loss", "kid"], since_step=6000, until_step=12000, max_points=50
+    )
+    assert set(ranged) == {"g_loss"}
+    in_range = [(s, v) for s, v in written["g_loss"] if 6000 <= s <= 12000]
+    assert ranged["g_loss"] == downsample(in_range, 50)
+    assert len(ranged["g_loss"]) == 50
+    assert ranged["g_loss"][0] == in_range[0] and ranged["g_loss"][-1] == in_range[-1]
+
+    assert read_metrics(session, job_id, names=["d_loss"], max_points=1) == {
+        "d_loss": [written["d_loss"][-1]]
+    }
+    assert read_metrics(session, job_id, names=["d_loss"])["d_loss"] == written["d_loss"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 99, 100, 101, 1000])
+def test_downsampling_in_the_database_matches_the_rule(session_and_job, n: int):
+    session, job_id = session_and_job
+    points = [(10 * i, float(i)) for i in range(n)]
+    _write(session, job_id, [("loss", s, v) for s, v in points])
+    for max_points in (1, 2, 3, 100):
+        got = read_metrics(session, job_id, max_points=max_points)["loss"]
+        assert got == downsample(points, max_points)
+        assert len(got) == min(n, max_points)
+
+
+def test_load_script_smoke(empty_postgres_url: str):
+    """scripts/load_metrics.py at a tiny size against the real API and PostgreSQL: no errors."""
+    root = Path(__file__).resolve().parents[2]
+    command = [
+        sys.executable,
+        str(root / "scripts" / "load_metrics.py"),
+        "--database-url", empty_postgres_url,
+        "--names", "2", "--steps", "1000", "--max-points", "100",
+        "--clients", "2", "--requests", "5",
+        "--jobs", "20", "--post-clients", "2",
+        "--time-limit", "60", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    reads, posts = result["phases"]
+    assert (reads["requests"], reads["errors"]) == (10, 0), reads
+    assert (posts["requests"], posts["errors"]) == (20, 0), posts
+    assert result["points"] == 2000 and result["machine"]["cpus"] >= 1

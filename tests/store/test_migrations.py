@@ -4,7 +4,7 @@ from sqlalchemy import create_engine, inspect
 
 from store.migrate import downgrade, upgrade
 
-TABLES = {"jobs", "job_events", "metrics", "checkpoints", "models"}
+TABLES = {"jobs", "job_events", "metrics", "checkpoints", "models", "workers", "api_tokens"}
 
 
 def _tables(url: str) -> set[str]:
