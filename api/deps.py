@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.response_cache import ResponseCache
 from store.db import sessionmaker_for
 from store.queue import celery_for
 from store.settings import Settings
@@ -38,6 +39,7 @@ class Services:
         self._lock = threading.Lock()
         self._storage: Storage | None = None
         self._renderer: SampleRenderer | None = None
+        self.metrics_cache = ResponseCache()
 
     @property
     def sessionmaker(self) -> sessionmaker[Session]:

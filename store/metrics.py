@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import BigInteger, ColumnElement, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from store.models import Metric, utcnow
+from store.models import Job, Metric, utcnow
 
 
 def write_metrics(session: Session, job_id: str, rows: Iterable[tuple[str, int, float]]) -> int:
@@ -32,6 +32,12 @@ def write_metrics(session: Session, job_id: str, rows: Iterable[tuple[str, int, 
         set_={"value": stmt.excluded.value, "at": stmt.excluded.at},
     )
     session.execute(stmt)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(metrics_version=Job.metrics_version + 1)
+        .execution_options(synchronize_session=False)
+    )
     return len(values)
 
 

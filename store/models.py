@@ -49,6 +49,8 @@ class Job(Base):
     step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     images_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Bumped by every metrics write: readers key cached, downsampled series by it.
+    metrics_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

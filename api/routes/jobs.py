@@ -21,6 +21,7 @@ from api.deps import (
     SessionDep,
 )
 from api.limits import JobIdPath
+from api.sampling import etag_matches
 from api.schemas import EventOut, JobCreate, JobList, JobOut, MetricsOut
 from sagan_core.classes import ClassError, resolve_class
 from store import jobs as job_states
@@ -316,6 +317,7 @@ def read_job_metrics(
     job_id: JobIdPath,
     session: SessionDep,
     owner: OwnerDep,
+    services: ServicesDep,
     names: Annotated[
         str | None, Query(description="comma-separated metric names, e.g. fid,is,d_loss")
     ] = None,
@@ -323,26 +325,42 @@ def read_job_metrics(
     until_step: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
     max_points: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     format: Literal["json", "csv"] = "json",
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Any:
-    owned_job(session, owner, job_id)
+    job = owned_job(session, owner, job_id)
     wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
     for name in wanted:
         if len(name) > 64:
             raise HTTPException(400, f"names: metric name too long (over 64 characters): {name!r}")
     if since_step is not None and until_step is not None and until_step < since_step:
         raise HTTPException(400, f"until_step ({until_step}) is before since_step ({since_step})")
-    series = read_metrics(session, job_id, wanted or None, since_step, until_step, max_points)
-    for name in wanted:  # a requested name with no rows yet is an empty series, not missing
-        series.setdefault(name, [])
+    # The job's metrics_version changes with every write, so a read of the same query at the
+    # same version is the same bytes: many viewers of one run cost one query per log event.
+    query = (tuple(wanted), since_step, until_step, max_points, format)
+    etag = services.metrics_cache.etag(job_id, job.metrics_version, query)
+    session.close()
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+
+    def render() -> tuple[bytes, str]:
+        with services.sessionmaker() as reader:
+            series = read_metrics(
+                reader, job_id, wanted or None, since_step, until_step, max_points
+            )
+        for name in wanted:  # a requested name with no rows yet is an empty series, not missing
+            series.setdefault(name, [])
+        if format == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(["name", "step", "value"])
+            for name in sorted(series):
+                writer.writerows((name, step, repr(value)) for step, value in series[name])
+            return buf.getvalue().encode(), "text/csv"
+        body = MetricsOut(job_id=job_id, series=dict(sorted(series.items())))
+        return body.model_dump_json().encode(), "application/json"
+
+    content, media_type = services.metrics_cache.get_or_render(etag, render)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if format == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["name", "step", "value"])
-        for name in sorted(series):
-            writer.writerows((name, step, repr(value)) for step, value in series[name])
-        return Response(
-            buf.getvalue(),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'inline; filename="metrics-{job_id}.csv"'},
-        )
-    return MetricsOut(job_id=job_id, series=dict(sorted(series.items())))
+        headers["Content-Disposition"] = f'inline; filename="metrics-{job_id}.csv"'
+    return Response(content, media_type=media_type, headers=headers)

@@ -92,3 +92,19 @@ def test_other_users_metrics_are_invisible(embedded):
     job_id = _job_with_metrics(embedded.client)
     r = embedded.client.get(f"/jobs/{job_id}/metrics", headers=embedded.as_user("eve"))
     assert r.status_code == 404
+
+
+def test_a_repeated_read_is_a_304_until_new_metrics_arrive(service):
+    job_id = _job_with_metrics(service.client)
+    url, params = f"/jobs/{job_id}/metrics", {"names": "is"}
+    first = service.client.get(url, params=params)
+    etag = first.headers["etag"]
+    again = service.client.get(url, params=params, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.headers["etag"] == etag
+    other_query = service.client.get(url, params={"names": "fid"}, headers={"If-None-Match": etag})
+    assert other_query.status_code == 200
+    with session_scope(get_settings()) as session:  # a resumed run overwrites step 990
+        write_metrics(session, job_id, [("is", 990, 2.5)])
+    fresh = service.client.get(url, params=params, headers={"If-None-Match": etag})
+    assert fresh.status_code == 200 and fresh.headers["etag"] != etag
+    assert fresh.json()["series"] == {"is": [[990, 2.5]]}
