@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
 from api.deps import Services
+from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
 from api.routes import dashboard, health, jobs, models
 from store.jobs import InvalidTransition, JobNotFound
@@ -27,6 +28,8 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    if len(out) > SHOWN_FIELD_CHARS:  # an unknown key of 100,000 characters is not echoed whole
+        out = out[:SHOWN_FIELD_CHARS] + "..."
     return out or "request body"
 
 
@@ -49,12 +52,20 @@ def _readable(error: dict[str, Any]) -> str:
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
-    detail = "; ".join(_readable(e) for e in errors)
+    detail = encodable("; ".join(_readable(e) for e in errors))
     simple = [
-        {"field": _field(e.get("loc", ())), "message": _readable(e), "type": e.get("type")}
+        {
+            "field": encodable(_field(e.get("loc", ()))),
+            "message": encodable(_readable(e)),
+            "type": e.get("type"),
+        }
         for e in errors
     ]
     return JSONResponse({"detail": detail, "errors": simple}, status_code=422)
+
+
+async def _invalid_field(request: Request, exc: InvalidField) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=422)
 
 
 async def _job_not_found(request: Request, exc: JobNotFound) -> JSONResponse:
@@ -68,7 +79,7 @@ async def _invalid_transition(request: Request, exc: InvalidTransition) -> JSONR
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Still a JSON body with a detail; the traceback goes to the server log.
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    message = encodable(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else ""
     return JSONResponse(
         {"detail": f"internal error ({type(exc).__name__}){': ' + message if message else ''}"},
         status_code=500,
@@ -90,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = Services(settings or get_settings())
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidField, _invalid_field)
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
     app.add_exception_handler(DataError, nul_in_stored_text)

@@ -92,9 +92,6 @@ bearer = HTTPBearer(
     scheme_name="token",
     description="An API token: `sagan token create --user NAME` prints one (shown once).",
 )
-AUTH_RESPONSES: dict[int | str, dict] = {
-    401: {"description": "no token, or an invalid or revoked one"},
-}
 LOCAL_USER = Identity("local")  # everyone, when the operator turned auth off (127.0.0.1 only)
 
 

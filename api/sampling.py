@@ -22,25 +22,31 @@ class SampleRequestError(ValueError):
     """A sample query the model cannot answer; str(e) names the parameter and the problem."""
 
 
-def check_sample_query(n: int, seed: int, truncation: float, max_n: int) -> None:
+def _trunc(truncation: float | None) -> str:
+    return "none" if truncation is None else repr(float(truncation))
+
+
+def check_sample_query(n: int, seed: int, truncation: float | None, max_n: int) -> None:
     if not 1 <= n <= max_n:
         raise SampleRequestError(f"n: must be between 1 and {max_n} (got {n})")
     if not 0 <= seed <= MAX_SEED:
         raise SampleRequestError(f"seed: must be between 0 and {MAX_SEED} (got {seed})")
-    if not (math.isfinite(truncation) and truncation > 0):
+    if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
         raise SampleRequestError(f"truncation: must be a finite number > 0 (got {truncation})")
 
 
-def sample_etag(checkpoint_key: str, class_index: int, n: int, seed: int, truncation: float) -> str:
+def sample_etag(
+    checkpoint_key: str, class_index: int, n: int, seed: int, truncation: float | None
+) -> str:
     """The address of a grid: the same checkpoint and query always render the same bytes."""
-    text = f"{checkpoint_key}\n{class_index}\n{n}\n{seed}\n{float(truncation)!r}"
+    text = f"{checkpoint_key}\n{class_index}\n{n}\n{seed}\n{_trunc(truncation)}"
     return '"' + hashlib.sha256(text.encode()).hexdigest() + '"'
 
 
 def attention_etag(
-    checkpoint_key: str, class_index: int, seed: int, truncation: float, x: int, y: int
+    checkpoint_key: str, class_index: int, seed: int, truncation: float | None, x: int, y: int
 ) -> str:
-    text = f"attention\n{checkpoint_key}\n{class_index}\n{seed}\n{float(truncation)!r}\n{x}\n{y}"
+    text = f"attention\n{checkpoint_key}\n{class_index}\n{seed}\n{_trunc(truncation)}\n{x}\n{y}"
     return '"' + hashlib.sha256(text.encode()).hexdigest() + '"'
 
 
@@ -125,7 +131,7 @@ class SampleRenderer:
         storage: Storage,
         class_index: int,
         seed: int,
-        truncation: float,
+        truncation: float | None,
         x: int,
         y: int,
     ) -> bytes:
@@ -151,7 +157,7 @@ class SampleRenderer:
         class_index: int,
         n: int,
         seed: int,
-        truncation: float,
+        truncation: float | None,
     ) -> bytes:
         def make() -> bytes:
             from sagan_core.sample import grid_png, sample

@@ -89,10 +89,21 @@ class EventOut(BaseModel):
     message: str | None
 
 
+class SampleGridOut(BaseModel):
+    step: int
+    url: str = Field(description="the PNG: GET it with the same token")
+
+
+class SampleGridList(BaseModel):
+    job_id: str
+    items: list[SampleGridOut] = Field(description="every stored grid, in step order")
+
+
 class MetricsOut(BaseModel):
     job_id: str
-    series: dict[str, list[tuple[int, float]]] = Field(
-        description="per metric name, [step, value] pairs in step order"
+    series: dict[str, list[tuple[int, float | None]]] = Field(
+        description="per metric name, [step, value] pairs in step order; a value that is not a "
+        "finite number (NaN, infinity) is null"
     )
 
 
@@ -125,3 +136,36 @@ class CheckpointUrl(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
+
+
+# -- errors: every error body has a `detail` ------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a message naming the parameter (or the resource) and the problem."""
+
+    detail: str = Field(description="what went wrong, for a person to read")
+
+
+class FieldError(BaseModel):
+    field: str = Field(
+        description="the offending field, as a dotted path (`config.resolution`, `classes[2]`); "
+        "`request body` for the body as a whole"
+    )
+    message: str = Field(description="the field and its problem, as in `detail`")
+    type: str = Field(description="a machine-readable kind: `missing`, `int_parsing`, ...")
+
+
+class ValidationErrorOut(BaseModel):
+    """422: a request the service cannot process; `errors` has one entry per problem."""
+
+    detail: str = Field(description="every problem, `; `-separated")
+    errors: list[FieldError]
+
+
+class NotReady(BaseModel):
+    """503 from /readyz: what is down, and every check's result."""
+
+    detail: str
+    status: Literal["unavailable"]
+    checks: dict[str, str] = Field(description="per backend, `ok` or the error it answered with")

@@ -1,5 +1,6 @@
 """The `sagan` command: the embedded service (`up`), its parts (`api`, `worker`, `db`, `reap`),
-and the core's local commands (`train`, `sample`, `pack`) passed through unchanged."""
+a client of a running service (`jobs`, `models`, `login`, `logout`: sagan_cli/remote.py), and
+the core's local commands (`train`, `sample`, `pack`) passed through unchanged."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from sagan_cli import remote
 
 app = typer.Typer(
     help="SAGAN training service. `sagan up` runs everything on this machine.",
@@ -230,6 +233,12 @@ def up(
     log.info(
         "worker pid %d; data in %s; API on http://%s:%d", supervisor.proc.pid, root, host, port
     )
+    client_env = "" if (host, port) == ("127.0.0.1", 8000) else f"SAGAN_URL=http://{host}:{port} "
+    log.info(
+        "follow jobs from another terminal: %ssagan jobs list, %ssagan jobs watch <id>",
+        client_env,
+        client_env,
+    )
 
     # uvicorn re-raises the signal that stopped it once it is done; these handlers absorb that,
     # so the worker below is always stopped in order.
@@ -407,8 +416,8 @@ def token_revoke(
 def _core(command: str, ctx: typer.Context) -> None:
     from sagan_core.cli import main
 
-    code = main([command, *ctx.args])
-    raise typer.Exit(code or 0)
+    # Its usage and error lines say `sagan train`, like the rest of this command.
+    raise typer.Exit(main([command, *ctx.args], prog="sagan") or 0)
 
 
 @app.command(context_settings=FORWARD, add_help_option=False)
@@ -428,6 +437,8 @@ def pack(ctx: typer.Context) -> None:
     """Pack an image folder into the uint8 training format (sagan_core; `sagan pack --help`)."""
     _core("pack", ctx)
 
+
+remote.register(app)  # jobs, models, login, logout: a client of a running service
 
 if __name__ == "__main__":
     app()

@@ -80,8 +80,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sagan_core", description="Train and sample SAGAN models.")
+def build_parser(prog: str = "sagan_core") -> argparse.ArgumentParser:
+    """`prog` is how usage lines name the command (the service's CLI passes `sagan`)."""
+    parser = _Parser(prog=prog, description="Train and sample SAGAN models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model")
@@ -104,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="cls", default="0", help="class index or class name")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--truncation", type=float, default=1.0)
+    s.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        help="keep |z| <= T (e.g. 1.0: typical images, less variety); default: none",
+    )
     s.add_argument("--nrow", type=int, default=None)
     s.add_argument("--device", default="cpu")
     s.add_argument("-o", "--output", type=Path, default=Path("samples.png"))
@@ -184,8 +190,8 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "sagan_core") -> int:
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits on --help and on bad flags

@@ -9,17 +9,20 @@ import torch
 from PIL import Image
 
 
-def truncated_normal(shape: tuple[int, ...], truncation: float, generator: torch.Generator):
+def truncated_normal(
+    shape: tuple[int, ...], truncation: float | None, generator: torch.Generator
+) -> torch.Tensor:
     """N(0, 1) conditioned on |z| <= truncation, drawn exactly by inverse CDF in float64.
 
     This is BigGAN's truncation trick (resampling values outside [-t, t]) in one pass, so the draw
-    is a pure function of the generator state. t = 1.0 keeps the central 68% of the normal (a mild
-    trade of diversity for fidelity); t >= 10 is indistinguishable from no truncation.
+    is a pure function of the generator state. t = 1.0 keeps the central 68% of the normal: images
+    closer to the typical one, at the cost of variety (it hides a collapsing generator, so it is
+    off by default); None (or t >= 10) is no truncation.
     """
-    if not truncation > 0:
+    if truncation is not None and not truncation > 0:
         raise ValueError(f"truncation must be > 0 (got {truncation})")
     u = torch.rand(shape, generator=generator, dtype=torch.float64)
-    t = torch.tensor(min(float(truncation), 30.0), dtype=torch.float64)
+    t = torch.tensor(min(float(truncation or 30.0), 30.0), dtype=torch.float64)
     lo = torch.special.ndtr(-t)
     p = (lo + u * (1.0 - 2.0 * lo)).clamp(1e-300, 1.0 - 1e-16)
     return torch.special.ndtri(p).clamp(-t, t).float()
@@ -38,7 +41,7 @@ def _class_tensor(classes, n: int, num_classes: int) -> torch.Tensor:
     return y
 
 
-def _latents(generator, classes, n: int, seed: int, truncation: float):
+def _latents(generator, classes, n: int, seed: int, truncation: float | None):
     if n < 1:
         raise ValueError(f"n must be >= 1 (got {n})")
     rng = torch.Generator().manual_seed(int(seed))
@@ -63,7 +66,7 @@ def sample(
     classes: int | list[int] | torch.Tensor,
     n: int,
     seed: int,
-    truncation: float = 1.0,
+    truncation: float | None = None,
 ) -> torch.Tensor:
     """n images as uint8 (n, H, W, 3); z comes from a local CPU generator seeded with `seed`.
 
@@ -86,7 +89,7 @@ def attention_map(
     n: int,
     seed: int,
     query: tuple[int, int],
-    truncation: float = 1.0,
+    truncation: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where G's attention looks from one image position: the images `sample` gives for the same
     arguments, and for each the softmax weights of query pixel `query` = (x, y) (in image pixels)

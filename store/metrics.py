@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -16,8 +17,10 @@ from store.models import Job, Metric, utcnow
 def write_metrics(session: Session, job_id: str, rows: Iterable[tuple[str, int, float]]) -> int:
     """Insert (name, step, value) rows; a repeated (name, step) overwrites (resumed runs)."""
     now = utcnow()
-    # Later rows win within a batch: one statement must not hit the unique key twice.
-    unique = {(name, step): value for name, step, value in rows}
+    # Later rows win within a batch: one statement must not hit the unique key twice. A value
+    # that is not a finite number is not recorded: SQLite would store NaN as NULL (refused), and
+    # PostgreSQL's NaN would not survive JSON; a diverged run fails with its reason instead.
+    unique = {(name, step): value for name, step, value in rows if math.isfinite(float(value))}
     values = [
         {"job_id": job_id, "name": name, "step": step, "value": float(value), "at": now}
         for (name, step), value in unique.items()

@@ -80,9 +80,12 @@ class LocalStorage:
 
     def list(self, prefix: str) -> list[str]:
         base = self.root
+        folder = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base  # walk only under it
+        if not folder.is_dir():
+            return []
         return sorted(
             str(p.relative_to(base))
-            for p in base.rglob("*")
+            for p in folder.rglob("*")
             if p.is_file()
             and not p.name.endswith(".part")
             and str(p.relative_to(base)).startswith(prefix)

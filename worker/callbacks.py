@@ -14,6 +14,7 @@ from store.checkpoints import checkpoint_key, prune_checkpoints, register_checkp
 from store.db import session_scope
 from store.metrics import write_metrics
 from store.outages import call_through_outages
+from store.sample_grids import sample_grid_key
 from store.settings import Settings
 from store.storage import Storage
 from worker.liveness import JobLiveness
@@ -119,6 +120,14 @@ class JobCallbacks(TrainerCallbacks):
                 log.warning("job %s: could not delete old checkpoint %s: %s", self.job_id, old, e)
         self.last_checkpoint_step = step
         log.info("job %s: checkpoint step %d stored at %s", self.job_id, step, key)
+
+    # -- sample grids -------------------------------------------------------------------------
+
+    def on_samples(self, step: int, png: bytes) -> None:
+        key = sample_grid_key(self.job_id, step)
+        self._retried(
+            f"upload of the step {step} samples", lambda: self.storage.put_bytes(key, png)
+        )
 
     # -- stopping -----------------------------------------------------------------------------
 

@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import Services, ServicesDep
+from api.errors import NOT_READY_503, NUL_400
 from api.schemas import Readiness
 from store.queue import BROKER_TIMEOUT_S
 from store.workers import live_workers
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=NUL_400)
 
 
 def _check_database(services: Services) -> None:
@@ -70,17 +71,21 @@ CHECKS: dict[str, Callable[[Services], None]] = {
 WORKER_CHECK = "worker"
 
 
-@router.get("/healthz")
+@router.get("/healthz", summary="Liveness: the process answers")
 def healthz() -> dict[str, str]:
+    """Always `{"status": "ok"}`; no token needed, nothing else is asked."""
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"description": "`detail` names what is down; `checks` has every result"}},
+    summary="Readiness: the database, broker and storage answer",
+    responses=NOT_READY_503,
 )
 def readyz(services: ServicesDep) -> Readiness | JSONResponse:
+    """`200` when every backend answers (and, in the embedded mode, a worker has reported
+    recently); `503` naming what is down otherwise. No token needed."""
     checks: dict[str, str] = {}
     wanted = dict(CHECKS)
     if services.settings.readiness_needs_worker():

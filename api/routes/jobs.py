@@ -7,12 +7,11 @@ import io
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import (
-    AUTH_RESPONSES,
     MAX_INT32,
     MAX_INT64,
     IdentityDep,
@@ -20,19 +19,30 @@ from api.deps import (
     ServicesDep,
     SessionDep,
 )
+from api.errors import BODY_413, PROTECTED_RESPONSES, InvalidField, Responses, error
 from api.limits import JobIdPath
 from api.sampling import etag_matches
-from api.schemas import EventOut, JobCreate, JobList, JobOut, MetricsOut
+from api.schemas import (
+    EventOut,
+    JobCreate,
+    JobList,
+    JobOut,
+    MetricsOut,
+    SampleGridList,
+    SampleGridOut,
+)
 from sagan_core.classes import ClassError, resolve_class
 from store import jobs as job_states
 from store import queue
 from store.checkpoints import job_models
 from store.metrics import read_metrics
 from store.models import Job, JobEvent, Model
+from store.sample_grids import sample_grid_key, sample_grid_steps
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROTECTED_RESPONSES)
+NO_JOB_404: Responses = {404: error("no such job (or another user's): `job '<id>' not found`")}
 
 DEFAULT_EVAL_SAMPLES = 50_000
 StateName = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
@@ -103,9 +113,9 @@ def _validated_train_config(
         cfg = TrainConfig.from_dict(config).validate(limits).resolved().validate(limits)
         cfg = check_data_location(cfg, settings.resolved_data_roots(), settings.private_paths())
     except ConfigError as e:
-        raise HTTPException(422, f"config.{e.field}: {e.message}") from e
+        raise InvalidField(f"config.{e.field}", e.message) from e
     except (ValueError, TypeError) as e:
-        raise HTTPException(422, f"config: {e}") from e
+        raise InvalidField("config", str(e)) from e
     return cfg.to_dict(), cfg.steps
 
 
@@ -113,13 +123,13 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
     from sagan_core.config import DATASETS, TrainConfig
 
     if not body.model_id:
-        raise HTTPException(422, "model_id: required for evaluate jobs")
+        raise InvalidField("model_id", "required for evaluate jobs", "missing")
     model = session.get(Model, body.model_id)
     if model is None or model.owner != owner:
         raise HTTPException(404, f"model {body.model_id!r} not found")
     if body.dataset is not None and body.dataset not in DATASETS:
-        raise HTTPException(
-            422, f"dataset: unknown dataset {body.dataset!r}; known: {', '.join(DATASETS)}"
+        raise InvalidField(
+            "dataset", f"unknown dataset {body.dataset!r}; known: {', '.join(DATASETS)}"
         )
     trained = session.get(Job, model.job_id)  # the model's job: same owner, kept with the model
     reference = TrainConfig.from_dict(trained.config).reference_data(body.dataset)
@@ -128,9 +138,9 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
         try:
             classes = sorted({resolve_class(c, model.class_names) for c in body.classes})
         except ClassError as e:
-            raise HTTPException(422, f"classes: {e}") from e
+            raise InvalidField("classes", str(e)) from e
         if not classes:
-            raise HTTPException(422, "classes: give at least one class, or leave it out")
+            raise InvalidField("classes", "give at least one class, or leave it out")
     samples = body.samples or DEFAULT_EVAL_SAMPLES
     # A snapshot: the checkpoint the model points at now, and the reference data it is scored
     # against. step/total_steps of an evaluation: the worker reports the model's step.
@@ -154,12 +164,20 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
     "",
     status_code=201,
     response_model=JobOut,
+    summary="Start a training or an evaluation job",
     responses={
-        200: {"description": "An Idempotency-Key replay: the job the first request created"},
-        404: {"description": "evaluate: the model is not found"},
-        409: {"description": "the Idempotency-Key was used for a different request"},
-        429: {"description": "the caller has SAGAN_MAX_ACTIVE_JOBS queued or running jobs"},
-        422: {"description": "a field is invalid; `detail` names it"},
+        200: {
+            "model": JobOut,
+            "description": "An Idempotency-Key replay: the job the first request created",
+        },
+        400: error(
+            "a NUL byte in a header value or in a text value of the body (`detail` names it), "
+            "or a body that is not UTF-8 or is nested too deeply to parse"
+        ),
+        404: error("evaluate: no such model (or another user's)"),
+        409: error("the Idempotency-Key was used for a different request"),
+        **BODY_413,
+        429: error("the caller has SAGAN_MAX_ACTIVE_JOBS queued or running jobs"),
     },
 )
 def create_job(
@@ -170,18 +188,20 @@ def create_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> JobOut:
+    """`201` with the new job and `Location: /jobs/<id>`. A training job takes `config` (the
+    core's TrainConfig, validated and stored resolved); an evaluation job takes `model_id` and
+    optionally `samples`, `dataset`, `classes`. A retried request with the same `Idempotency-Key`
+    is `200` with the job the first one created."""
     if body.kind == "train":
         for name in ("model_id", "samples", "dataset", "classes"):
             if getattr(body, name) is not None:
-                raise HTTPException(
-                    422, f"{name}: only for evaluate jobs; a training job takes `config`"
-                )
+                raise InvalidField(name, "only for evaluate jobs; a training job takes `config`")
         config, total_steps = _validated_train_config(body.config or {}, services.settings)
         model_id = None
     else:
         if body.config is not None:
-            raise HTTPException(
-                422, "config: not used by evaluate jobs; give model_id, samples, dataset, classes"
+            raise InvalidField(
+                "config", "not used by evaluate jobs; give model_id, samples, dataset, classes"
             )
         config, total_steps, model_id = _evaluate_config(session, owner, body)
 
@@ -228,7 +248,8 @@ def create_job(
 @router.get(
     "",
     response_model=JobList,
-    responses={403: {"description": "all_owners without an admin token"}},
+    summary="List jobs",
+    responses={403: error("all_owners without an admin token")},
 )
 def list_jobs(
     session: SessionDep,
@@ -269,8 +290,9 @@ def list_jobs(
     return JobList(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "no such job"}})
+@router.get("/{job_id}", response_model=JobOut, summary="Read a job", responses=NO_JOB_404)
 def read_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
+    """The job's state, progress (step, images/s, ETA), error, and its latest and best models."""
     job = owned_job(session, owner, job_id)
     return job_out(job, job_models(session, job.id))
 
@@ -278,7 +300,8 @@ def read_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses={409: {"description": "the job has already finished"}},
+    summary="Cancel a job",
+    responses={**NO_JOB_404, 409: error("the job has already finished")},
 )
 def cancel_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
     """A queued job is cancelled at once; a running one is asked to stop (`cancelling`)."""
@@ -289,7 +312,12 @@ def cancel_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOu
     return job_out(job, job_models(session, job.id))
 
 
-@router.get("/{job_id}/events", response_model=list[EventOut])
+@router.get(
+    "/{job_id}/events",
+    response_model=list[EventOut],
+    summary="List a job's events",
+    responses=NO_JOB_404,
+)
 def list_events(
     job_id: JobIdPath,
     session: SessionDep,
@@ -300,6 +328,8 @@ def list_events(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[EventOut]:
+    """State changes and notes (retries, resumes, the broker being away), oldest first; poll
+    with `after` set to the last id seen."""
     owned_job(session, owner, job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
@@ -311,7 +341,15 @@ def list_events(
 @router.get(
     "/{job_id}/metrics",
     response_model=MetricsOut,
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+    summary="Read a job's metric series",
+    description="Per metric name, `[step, value]` pairs in step order, downsampled to "
+    "`max_points`; JSON, or CSV with `format=csv`. The ETag changes with every metrics write.",
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"},
+        304: {"description": "If-None-Match matched the ETag"},
+        400: error("a metric name over 64 characters, until_step before since_step, or a NUL byte"),
+        **NO_JOB_404,
+    },
 )
 def read_job_metrics(
     job_id: JobIdPath,
@@ -364,3 +402,53 @@ def read_job_metrics(
     if format == "csv":
         headers["Content-Disposition"] = f'inline; filename="metrics-{job_id}.csv"'
     return Response(content, media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/{job_id}/samples",
+    response_model=SampleGridList,
+    summary="List a job's sample grids",
+    responses=NO_JOB_404,
+)
+def list_sample_grids(
+    job_id: JobIdPath, session: SessionDep, owner: OwnerDep, services: ServicesDep
+) -> SampleGridList:
+    """The sample grids the job rendered every `sample_every` steps (the EMA generator, the same
+    seed each time, up to ten classes by eight): how its images improved. They stay with the job."""
+    owned_job(session, owner, job_id)
+    session.close()
+    steps = sample_grid_steps(services.storage, job_id)
+    items = [SampleGridOut(step=s, url=f"/jobs/{job_id}/samples/{s}") for s in steps]
+    return SampleGridList(job_id=job_id, items=items)
+
+
+@router.get(
+    "/{job_id}/samples/{step}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "the grid rendered at that step"},
+        304: {"description": "If-None-Match matched the ETag"},
+        404: error("no such job, or no grid at that step"),
+    },
+    summary="Read one of a job's sample grids",
+)
+def read_sample_grid(
+    job_id: JobIdPath,
+    step: Annotated[int, Path(ge=0, le=MAX_INT32)],
+    session: SessionDep,
+    owner: OwnerDep,
+    services: ServicesDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One stored grid as a PNG; a grid never changes, so its ETag is its address."""
+    owned_job(session, owner, job_id)
+    session.close()
+    key = sample_grid_key(job_id, step)
+    etag = '"' + key.replace("/", "-") + '"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    png = services.storage.get_bytes(key)
+    if png is None:
+        raise HTTPException(404, f"job {job_id} has no sample grid at step {step}")
+    return Response(png, media_type="image/png", headers=headers)

@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import AUTH_RESPONSES, MAX_INT64, OwnerDep, ServicesDep, SessionDep
+from api.deps import MAX_INT64, OwnerDep, ServicesDep, SessionDep
+from api.errors import PROTECTED_RESPONSES, Responses, error
 from api.limits import ModelIdPath
 from api.sampling import (
     SampleRequestError,
@@ -25,7 +26,13 @@ from sagan_core.classes import ClassError, resolve_class
 from store.models import Model
 from store.storage import StorageError
 
-router = APIRouter(prefix="/models", tags=["models"], responses=AUTH_RESPONSES)
+router = APIRouter(prefix="/models", tags=["models"], responses=PROTECTED_RESPONSES)
+NO_MODEL_404: Responses = {
+    404: error("no such model (or another user's): `model '<id>' not found`")
+}
+UNREADABLE_503: Responses = {
+    503: error("the model's checkpoint is missing from storage or unreadable")
+}
 
 # Private: models belong to one user. no-cache: keep it, but ask (cheaply, by ETag) before reuse,
 # because a model's "latest" checkpoint moves on while its job trains.
@@ -58,7 +65,7 @@ def _png_response(
     return Response(png, media_type="image/png", headers=headers)
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, summary="List models")
 def list_models(
     session: SessionDep,
     owner: OwnerDep,
@@ -67,6 +74,8 @@ def list_models(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> ModelList:
+    """The caller's models (each job's `latest` and `best` generator), most recently updated
+    first."""
     where = [Model.owner == owner]
     if job_id is not None:
         where.append(Model.job_id == job_id)
@@ -83,8 +92,9 @@ def list_models(
     return ModelList(items=[model_out(m) for m in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{model_id}", response_model=ModelOut, responses={404: {"description": "no model"}})
+@router.get("/{model_id}", response_model=ModelOut, summary="Read a model", responses=NO_MODEL_404)
 def read_model(model_id: ModelIdPath, session: SessionDep, owner: OwnerDep) -> ModelOut:
+    """The model's job, tag, step, resolution and class names."""
     return model_out(owned_model(session, owner, model_id))
 
 
@@ -94,8 +104,11 @@ def read_model(model_id: ModelIdPath, session: SessionDep, owner: OwnerDep) -> M
     responses={
         200: {"content": {"image/png": {}}, "description": "a PNG grid of n images of the class"},
         304: {"description": "If-None-Match matched the ETag"},
-        400: {"description": "class, n, seed or truncation out of range; `detail` says which"},
+        400: error("class, n, seed or truncation out of range, or a NUL byte; `detail` says which"),
+        **NO_MODEL_404,
+        **UNREADABLE_503,
     },
+    summary="Sample a model: a PNG grid of one class",
 )
 def model_samples(
     model_id: ModelIdPath,
@@ -105,7 +118,13 @@ def model_samples(
     class_: Annotated[str, Query(alias="class", description="class index (0-based) or class name")],
     n: int = 16,
     seed: int = 0,
-    truncation: float = 1.0,
+    truncation: Annotated[
+        float | None,
+        Query(
+            description="keep |z| <= truncation (1.0: more typical images, less variety; it hides "
+            "a collapsing generator); default: no truncation"
+        ),
+    ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The same model checkpoint and query (class, n, seed, truncation) give the same bytes."""
@@ -132,8 +151,13 @@ def model_samples(
     responses={
         200: {"content": {"image/png": {}}, "description": "the sample and its attention map"},
         304: {"description": "If-None-Match matched the ETag"},
-        400: {"description": "class, seed, truncation, x or y out of range; `detail` says which"},
+        400: error(
+            "class, seed, truncation, x or y out of range, or a NUL byte; `detail` says which"
+        ),
+        **NO_MODEL_404,
+        **UNREADABLE_503,
     },
+    summary="Where a model's self-attention looks from one pixel",
 )
 def model_attention(
     model_id: ModelIdPath,
@@ -144,7 +168,13 @@ def model_attention(
     x: Annotated[int, Query(description="query pixel column, 0-based")],
     y: Annotated[int, Query(description="query pixel row, 0-based")],
     seed: int = 0,
-    truncation: float = 1.0,
+    truncation: Annotated[
+        float | None,
+        Query(
+            description="keep |z| <= truncation (1.0: more typical images, less variety; it hides "
+            "a collapsing generator); default: no truncation"
+        ),
+    ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Where G's self-attention looks from pixel (x, y) of the image (class, seed) addresses:
@@ -183,12 +213,16 @@ def _chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
     response_model=None,
     responses={
         200: {
-            "content": {"application/octet-stream": {}, "application/json": {}},
+            "model": CheckpointUrl,
+            "content": {"application/octet-stream": {}},
             "description": "local storage: the checkpoint file; S3 with redirect=false: "
             '{"url": ..., "expires_in": ...}',
         },
-        307: {"description": "S3: a redirect to a presigned URL"},
+        307: {"description": "S3: a redirect to a presigned URL (`Location`)"},
+        **NO_MODEL_404,
+        **UNREADABLE_503,
     },
+    summary="Download a model's checkpoint",
 )
 def download_checkpoint(
     model_id: ModelIdPath,
@@ -197,6 +231,9 @@ def download_checkpoint(
     services: ServicesDep,
     redirect: bool = True,
 ) -> Any:
+    """The generator checkpoint the model points at: the file itself (local storage), or a
+    presigned URL that lives SAGAN_CHECKPOINT_URL_SECONDS (S3): a `307` to it, or with
+    `redirect=false` the URL as JSON."""
     model = owned_model(session, owner, model_id)
     key, filename = model.checkpoint_key, f"sagan-{model.job_id}-step{model.step:08d}.pt"
     session.close()  # a download can outlast the request's need for the database

@@ -32,6 +32,14 @@ def test_repeated_step_overwrites_instead_of_duplicating(session_and_job):
     assert read_metrics(session, job_id)["d_loss"] == [(10, 1.0), (20, 6.0)]
 
 
+def test_values_that_are_not_finite_numbers_are_not_recorded(session_and_job):
+    session, job_id = session_and_job
+    rows = [("kid", 1, float("nan")), ("fid", 1, float("inf")), ("is", 1, 2.5)]
+    assert write_metrics(session, job_id, rows) == 1
+    session.commit()
+    assert read_metrics(session, job_id) == {"is": [(1, 2.5)]}
+
+
 def test_read_filters_by_name_and_step_range(session_and_job):
     session, job_id = session_and_job
     rows = [(name, step, float(step)) for name in ("d_loss", "g_loss", "fid") for step in range(10)]

@@ -1,0 +1,107 @@
+"""Plain-text formatting of the client's answers: tables, durations, ages, numbers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sagan_cli.client import parse_time
+
+SHORT = 8  # characters of an id in tables; any unique prefix is accepted back
+
+
+def short(value: str | None) -> str:
+    return value[:SHORT] if value else "-"
+
+
+def duration(seconds: float | None) -> str:
+    """42s, 3m12s, 2h05m, 3d04h."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def age(value: str | None, now: datetime | None = None) -> str:
+    t = parse_time(value)
+    if t is None:
+        return "-"
+    return duration(((now or datetime.now(UTC)) - t).total_seconds())
+
+
+def local_time(value: str | None, with_date: bool = False) -> str:
+    t = parse_time(value)
+    if t is None:
+        return "-"
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
+
+
+def rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.0f}%"
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], right: frozenset[int] = frozenset()
+) -> str:
+    """Columns padded to their widest cell, two spaces apart; `right` columns right-aligned."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, indent=2)
+
+
+def key_values(pairs: Sequence[tuple[str, Any]]) -> str:
+    """`label   value` lines; a value with newlines continues under the first."""
+    width = max(len(k) for k, _ in pairs) + 2
+    lines = []
+    for key, value in pairs:
+        text = "-" if value is None or value == "" else str(value)
+        first, *rest = text.split("\n")
+        lines.append(f"{key.ljust(width)}{first}")
+        lines.extend(" " * width + line for line in rest)
+    return "\n".join(lines)
+
+
+def wrap_items(items: Sequence[str], width: int = 88) -> str:
+    """`a=1  b=2 ...` wrapped into lines of about `width` characters."""
+    lines, line = [], ""
+    for item in items:
+        if line and len(line) + 2 + len(item) > width:
+            lines.append(line)
+            line = item
+        else:
+            line = f"{line}  {item}" if line else item
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
