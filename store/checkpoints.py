@@ -68,6 +68,25 @@ def newest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
     )
 
 
+def resume_checkpoint(session: Session, job: Job) -> Checkpoint | None:
+    """Where a train job starts: its own newest checkpoint (a retried run), else, for a job
+    continued from another, the checkpoint it was continued from (that job's newest if the step
+    is gone); None: from scratch."""
+    own = newest_checkpoint(session, job.id)
+    if own is not None or not job.continued_from:
+        return own
+    if job.continued_from_step is not None:
+        ckpt = session.execute(
+            select(Checkpoint).where(
+                Checkpoint.job_id == job.continued_from,
+                Checkpoint.step == job.continued_from_step,
+            )
+        ).scalar_one_or_none()
+        if ckpt is not None:
+            return ckpt
+    return newest_checkpoint(session, job.continued_from)
+
+
 def job_models(session: Session, job_id: str) -> dict[str, Model]:
     rows = session.execute(select(Model).where(Model.job_id == job_id)).scalars()
     return {m.tag: m for m in rows}

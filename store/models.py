@@ -45,6 +45,9 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     model_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # evaluated model
+    # A train job continued from another job's checkpoint: that job and the checkpoint's step.
+    continued_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    continued_from_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from store import jobs
-from store.checkpoints import newest_checkpoint
+from store.checkpoints import resume_checkpoint
 from store.db import session_scope
 from store.metrics import write_metrics
 from store.models import Model
@@ -120,7 +120,7 @@ def _claim(settings: Settings, job_id: str, worker: str, kind: str) -> dict | No
         if job.kind != kind:
             jobs.finish_job(session, job_id, jobs.FAILED, f"a {kind} task got a {job.kind} job")
             return None
-        ckpt = newest_checkpoint(session, job_id)
+        ckpt = resume_checkpoint(session, job)  # its own newest, or the one it continues
         return {
             "config": dict(job.config),
             "model_id": job.model_id,
@@ -218,7 +218,8 @@ def _train(
                 f"job {job_id}: download of checkpoint {row['checkpoint_step']}",
                 within_s=settings.outage_retry_seconds,
             )
-            log.info("job %s resumes from step %d", job_id, row["checkpoint_step"])
+            step, key = row["checkpoint_step"], row["checkpoint_key"]
+            log.info("job %s resumes from step %d (%s)", job_id, step, key)
         callbacks = JobCallbacks(
             job_id,
             worker,
