@@ -213,8 +213,19 @@ def up(
     stop_timeout: Annotated[
         float, typer.Option(help="Seconds the worker gets to checkpoint and stop.")
     ] = 60.0,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between the progress lines of running jobs; 0: none.",
+            envvar="SAGAN_UP_PROGRESS_SECONDS",
+            min=0,
+        ),
+    ] = 30.0,
 ) -> None:
-    """Run the embedded service: migrations, a supervised Celery worker, the API, a reaper."""
+    """Run the embedded service: migrations, a supervised Celery worker, the API, a reaper.
+
+    Once the API listens it prints where to go (dashboard, API docs, the token), then every
+    --progress-every seconds a line per running job: step, losses, FID, images/s, ETA."""
     _logging()
     root = data_dir or Path(os.environ.get("SAGAN_DATA_DIR") or "data")
     os.environ["SAGAN_DATA_DIR"] = str(root.resolve())
@@ -233,12 +244,6 @@ def up(
     log.info(
         "worker pid %d; data in %s; API on http://%s:%d", supervisor.proc.pid, root, host, port
     )
-    client_env = "" if (host, port) == ("127.0.0.1", 8000) else f"SAGAN_URL=http://{host}:{port} "
-    log.info(
-        "follow jobs from another terminal: %ssagan jobs list, %ssagan jobs watch <id>",
-        client_env,
-        client_env,
-    )
 
     # uvicorn re-raises the signal that stopped it once it is done; these handlers absorb that,
     # so the worker below is always stopped in order.
@@ -247,9 +252,15 @@ def up(
     config = uvicorn.Config(
         "api.app:create_app", factory=True, host=host, port=port, log_level="info"
     )
+    server = uvicorn.Server(config)
+    from sagan_cli.progress import ProgressReporter, where_to_go
+
+    banner = where_to_go(settings, host, port, TOKEN_FILE)
+    reporter = ProgressReporter(settings, banner, progress_every, lambda: server.started).start()
     try:
-        uvicorn.Server(config).run()
+        server.run()
     finally:
+        reporter.stop.set()
         stop_reaper.set()
         code = supervisor.stop(stop_timeout)
         log.info("worker exited with code %s; bye", code)
@@ -323,6 +334,39 @@ def reap() -> None:
     typer.echo(f"requeued {len(requeued)} job(s)" + "".join(f"\n  {j}" for j in requeued))
     sent = dispatch_unclaimed(settings)
     typer.echo(f"sent again {len(sent)} queued job(s)" + "".join(f"\n  {j}" for j in sent))
+
+
+@app.command("worker-health")
+def worker_health(
+    host: Annotated[
+        str | None, typer.Option(help="The worker's host name (default: this machine's).")
+    ] = None,
+    within: Annotated[
+        float | None,
+        typer.Option(help="Seconds since its last beat (default: 3 x SAGAN_HEARTBEAT_SECONDS)."),
+    ] = None,
+) -> None:
+    """Exit 0 if a worker process on this host beat its row lately, else 1 (the compose worker
+    healthcheck). Its beat comes from a thread, so a worker busy training is healthy."""
+    from datetime import timedelta
+
+    from store.db import session_scope
+    from store.workers import live_workers
+
+    settings = _settings()
+    host = host or socket.gethostname()
+    window = within if within is not None else 3 * settings.heartbeat_seconds
+    try:
+        with session_scope(settings) as session:
+            rows = live_workers(session, timedelta(seconds=window))
+            alive = [w.name for w in rows if w.name.rpartition(":")[0] == host]
+    except Exception as e:  # the database is away: not healthy, and say why
+        typer.echo(f"unhealthy: cannot read the workers ({type(e).__name__}: {e})", err=True)
+        raise typer.Exit(1) from None
+    if not alive:
+        typer.echo(f"unhealthy: no worker on {host} beat in the last {window:g} s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"healthy: {', '.join(alive)}")
 
 
 @db_app.command("upgrade")

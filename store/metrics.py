@@ -127,3 +127,28 @@ def read_metrics(
     for name, step, value in session.execute(query):
         result[name].append((step, value))
     return dict(result)
+
+
+def metric_names(session: Session, job_id: str) -> list[str]:
+    """The names a job has rows for, sorted."""
+    m = Metric.__table__.c
+    query = select(m.name).where(m.job_id == job_id).distinct().order_by(m.name)
+    return list(session.execute(query).scalars())
+
+
+def latest_values(
+    session: Session, job_id: str, names: Sequence[str]
+) -> dict[str, tuple[int, float]]:
+    """The newest (step, value) of each of `names` the job has recorded (missing ones left out)."""
+    newest = (
+        select(Metric.name, func.max(Metric.step).label("step"))
+        .where(Metric.job_id == job_id, Metric.name.in_(list(names)))
+        .group_by(Metric.name)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Metric.name, Metric.step, Metric.value)
+        .join(newest, (Metric.name == newest.c.name) & (Metric.step == newest.c.step))
+        .where(Metric.job_id == job_id)
+    )
+    return {name: (step, value) for name, step, value in rows}

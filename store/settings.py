@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     s3_bucket: str = "sagan"
     s3_prefix: str = ""
     s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description="The S3 endpoint as users reach it (e.g. http://localhost:9000 where the "
+        "services use http://minio:9000); only the presigned checkpoint URLs handed to users are "
+        "signed for it. Default: SAGAN_S3_ENDPOINT_URL",
+    )
     s3_region: str | None = None
     inception_weights: str | None = Field(
         None,

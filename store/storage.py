@@ -106,6 +106,7 @@ class S3Storage:
         prefix: str = "",
         endpoint_url: str | None = None,
         region: str | None = None,
+        public_endpoint_url: str | None = None,
     ):
         import boto3
         from botocore.config import Config
@@ -118,6 +119,12 @@ class S3Storage:
             region_name=region,
             config=Config(retries={"max_attempts": 3, "mode": "standard"}),
         )
+        # URLs handed to users are signed for the address they reach (the signature covers the
+        # host, so rewriting a URL signed for the services' address would not do). Signing makes
+        # no request: this client only ever signs.
+        self.signer = self.client
+        if public_endpoint_url and public_endpoint_url != endpoint_url:
+            self.signer = boto3.client("s3", endpoint_url=public_endpoint_url, region_name=region)
 
     def _key(self, key: str) -> str:
         return self.prefix + _clean_key(key)
@@ -172,7 +179,8 @@ class S3Storage:
         return sorted(keys)
 
     def url(self, key: str, expires_s: int = 3600) -> str | None:
-        return self.client.generate_presigned_url(
+        """A presigned GET for users: signed for SAGAN_S3_PUBLIC_ENDPOINT_URL when set."""
+        return self.signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
         )
 
@@ -186,6 +194,10 @@ class S3Storage:
 def storage_from_settings(settings: Settings) -> Storage:
     if settings.storage == "s3":
         return S3Storage(
-            settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url, settings.s3_region
+            settings.s3_bucket,
+            settings.s3_prefix,
+            settings.s3_endpoint_url,
+            settings.s3_region,
+            public_endpoint_url=settings.s3_public_endpoint_url,
         )
     return LocalStorage(settings.resolved_storage_dir())
