@@ -218,16 +218,19 @@ def make_training_evaluator(
     weights_path: str | os.PathLike | None = None,
     cache: StatsCache | None = None,
     metrics: Sequence[str] = ("is", "fid", "kid"),
+    reference_key: str | None = None,
 ) -> Callable[[int, nn.Module], dict[str, float]]:
     """The trainer's `eval_every` evaluator: IS/FID/KID of G_ema against the training set.
 
     The weights are resolved now, so a run that cannot evaluate fails before it trains; the
-    reference set is a seeded subset of at most `eval_reference_samples` training images.
+    reference set is a seeded subset of at most `eval_reference_samples` training images. Its
+    statistics are cached under `reference_key` (default: the config's dataset and resolution;
+    the service keys a stored dataset by its content hash).
     """
     images, _ = reference_subset(dataset.images, None, config.eval_reference_samples)
     return make_evaluator(
         images,
-        config_reference_key(config),
+        reference_key or config_reference_key(config),
         n_samples=config.eval_samples,
         metrics=metrics,
         weights_path=resolve_inception_weights(weights_path),
