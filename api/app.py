@@ -10,10 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from api.config_schema import document_train_config
 from api.deps import Services
 from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
 from api.routes import dashboard, health, jobs, models
+from sagan_core.config import shown
 from store.jobs import InvalidTransition, JobNotFound
 from store.settings import Settings, get_settings
 
@@ -43,7 +45,7 @@ def _readable(error: dict[str, Any]) -> str:
     if error.get("type") == "missing":
         return f"{field}: required"
     if "input" in error and error["type"] not in ("extra_forbidden",):
-        got = repr(error["input"])
+        got = shown(error["input"])  # 'text', null, true, [3]: JSON as sent, not Python's repr
         msg += f" (got {got[:80] + '...' if len(got) > 80 else got})"
     if error.get("type") == "extra_forbidden":
         msg = "unknown field"
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.state.services = Services(settings or get_settings())
+    document_train_config(app, app.state.services.settings.limits)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidField, _invalid_field)
     app.add_exception_handler(JobNotFound, _job_not_found)

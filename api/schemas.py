@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
+from api.config_schema import TrainConfigBody
+
 MIN_EVAL_SAMPLES, MAX_EVAL_SAMPLES = 100, 100_000
 
 
@@ -32,8 +34,12 @@ class JobCreate(BaseModel):
     )
 
     kind: Literal["train", "evaluate"] = "train"
-    config: dict[str, Any] | None = Field(
-        None, description="train: the core TrainConfig fields; unknown keys are refused"
+    config: TrainConfigBody | None = Field(
+        None,
+        description="train: the training config (the `TrainConfig` schema: every field optional, "
+        "with its choices, bounds and default). Checked by the core, field by field: a 422 names "
+        "`config.<field>`; an unknown key is refused with the closest known one. The job stores "
+        "it resolved (preset, widths and class count filled in).",
     )
     model_id: str | None = Field(None, max_length=32, description="evaluate: the model to score")
     samples: int | None = Field(
@@ -50,7 +56,39 @@ class JobCreate(BaseModel):
     )
 
 
+JOB_ID, MODEL_ID = "3f2c9a6e8b1d4c7f9e0a1b2c3d4e5f60", "9d1e0b7c6a5f4e3d2c1b0a9f8e7d6c5b"
+
+
 class JobOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": JOB_ID,
+                    "owner": "alice",
+                    "kind": "train",
+                    "state": "running",
+                    "config": {"dataset": "digits", "resolution": 32, "steps": 2000, "...": "..."},
+                    "step": 750,
+                    "total_steps": 2000,
+                    "progress": 0.375,
+                    "images_per_s": 410.5,
+                    "eta_seconds": 97.4,
+                    "attempts": 1,
+                    "worker": "worker-1:4242",
+                    "error": None,
+                    "created_at": "2025-06-10T09:00:00Z",
+                    "started_at": "2025-06-10T09:00:02Z",
+                    "finished_at": None,
+                    "heartbeat_at": "2025-06-10T09:01:00Z",
+                    "latest_model_id": MODEL_ID,
+                    "best_model_id": None,
+                    "model_id": None,
+                }
+            ]
+        }
+    )
+
     id: str
     owner: str
     kind: str
@@ -81,6 +119,21 @@ class JobList(BaseModel):
 
 
 class EventOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 12,
+                    "at": "2025-06-10T09:00:31Z",
+                    "kind": "checkpoint",
+                    "from_state": None,
+                    "to_state": None,
+                    "message": "step 250 [latest] jobs/<id>/checkpoints/step-00000250.pt",
+                }
+            ]
+        }
+    )
+
     id: int
     at: UtcDatetime
     kind: str
@@ -108,6 +161,26 @@ class MetricsOut(BaseModel):
 
 
 class ModelOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": MODEL_ID,
+                    "job_id": JOB_ID,
+                    "owner": "alice",
+                    "tag": "latest",
+                    "step": 2000,
+                    "resolution": 32,
+                    "num_classes": 10,
+                    "class_names": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+                    "checkpoint_id": "5b4a3c2d1e0f9a8b7c6d5e4f3a2b1c0d",
+                    "created_at": "2025-06-10T09:00:31Z",
+                    "updated_at": "2025-06-10T09:02:40Z",
+                }
+            ]
+        }
+    )
+
     id: str
     job_id: str
     owner: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import logging
 from typing import Annotated, Any, Literal
@@ -31,10 +32,13 @@ from api.schemas import (
     SampleGridList,
     SampleGridOut,
 )
+from sagan_core import metric_names
 from sagan_core.classes import ClassError, resolve_class
+from sagan_core.config import shown
 from store import jobs as job_states
 from store import queue
 from store.checkpoints import job_models
+from store.metrics import metric_names as stored_metric_names
 from store.metrics import read_metrics
 from store.models import Job, JobEvent, Model
 from store.sample_grids import sample_grid_key, sample_grid_steps
@@ -95,6 +99,24 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         best_model_id=models["best"].id if "best" in models else None,
         model_id=job.model_id,
     )
+
+
+def _unknown_metrics(unknown: list[str], kind: str, present: list[str]) -> str:
+    """`names: unknown metric 'd_los'; did you mean 'd_loss'? ...` and the job's known names."""
+    known = sorted({*present, *metric_names.NAMES.get(kind, ())})
+    parts = []
+    for name in unknown[:5]:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append((shown(name), f"did you mean '{close[0]}'?" if close else ""))
+    if len(parts) == 1:
+        text = f"unknown metric {parts[0][0]}" + (f"; {parts[0][1]}" if parts[0][1] else "")
+    else:
+        text = "unknown metrics " + ", ".join(f"{n} ({h})" if h else n for n, h in parts)
+        text += f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    listed = ", ".join(sorted({*present, *metric_names.listed(kind)}))
+    has = f"rows so far: {', '.join(present)}" if present else "no rows yet"
+    joiner = " " if text.endswith("?") else ". "
+    return f"names: {text}{joiner}Known for this {kind} job: {listed}; {has}"
 
 
 def _validated_train_config(
@@ -186,12 +208,22 @@ def create_job(
     owner: OwnerDep,
     services: ServicesDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=128,
+            description="any text of yours (per user): a retry with the same key and body "
+            "returns the job the first request made, `200`; with another body, `409`",
+            examples=["digits-run-1"],
+        ),
+    ] = None,
 ) -> JobOut:
     """`201` with the new job and `Location: /jobs/<id>`. A training job takes `config` (the
-    core's TrainConfig, validated and stored resolved); an evaluation job takes `model_id` and
-    optionally `samples`, `dataset`, `classes`. A retried request with the same `Idempotency-Key`
-    is `200` with the job the first one created."""
+    `TrainConfig` schema: every field optional, with its choices, bounds and default), validated
+    by the core and stored resolved (preset, widths and class count filled in); a bad field is a
+    `422` naming `config.<field>`, an unknown key one that names the closest known key. An
+    evaluation job takes `model_id` and optionally `samples`, `dataset`, `classes`. A retried
+    request with the same `Idempotency-Key` is `200` with the job the first one created."""
     if body.kind == "train":
         for name in ("model_id", "samples", "dataset", "classes"):
             if getattr(body, name) is not None:
@@ -254,13 +286,17 @@ def create_job(
 def list_jobs(
     session: SessionDep,
     identity: IdentityDep,
-    state: StateName | None = None,
-    kind: Literal["train", "evaluate"] | None = None,
+    state: Annotated[StateName | None, Query(description="only jobs in this state")] = None,
+    kind: Annotated[
+        Literal["train", "evaluate"] | None, Query(description="only jobs of this kind")
+    ] = None,
     all_owners: Annotated[
         bool, Query(description="admins only: everyone's jobs, not just the caller's")
     ] = False,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many jobs")] = 50,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_INT64, description="skip this many (newest first)")
+    ] = 0,
 ) -> JobList:
     """The caller's jobs, newest first (an admin's token may ask for everyone's)."""
     if all_owners and not identity.admin:
@@ -326,7 +362,7 @@ def list_events(
         int | None,
         Query(ge=-MAX_INT32 - 1, le=MAX_INT32, description="only events with a larger id"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many events")] = 200,
 ) -> list[EventOut]:
     """State changes and notes (retries, resumes, the broker being away), oldest first; poll
     with `after` set to the last id seen."""
@@ -343,11 +379,37 @@ def list_events(
     response_model=MetricsOut,
     summary="Read a job's metric series",
     description="Per metric name, `[step, value]` pairs in step order, downsampled to "
-    "`max_points`; JSON, or CSV with `format=csv`. The ETag changes with every metrics write.",
+    "`max_points` (evenly spaced, the last step always kept); JSON, or CSV with `format=csv`. "
+    "The ETag changes with every metrics write: `If-None-Match` answers `304` until new points "
+    "arrive.\n\n"
+    "`names` (comma-separated; all of the job's series when left out) takes the names the job "
+    "has rows for and the names a job of its kind can write, whether or not it has written them "
+    "yet, each then an empty series until its first row: a training job's "
+    f"{', '.join(metric_names.listed('train'))}; an evaluation job's "
+    f"{', '.join(metric_names.listed('evaluate'))}. Any other name is a `400` that suggests the "
+    "closest name and lists the job's.",
     responses={
-        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"},
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "job_id": "3f2c9a6e8b1d4c7f9e0a1b2c3d4e5f60",
+                        "series": {
+                            "d_loss": [[1000, 0.81], [1050, 0.79]],
+                            "fid": [[1000, 87.31]],
+                        },
+                    }
+                },
+                "text/csv": {"example": "name,step,value\nfid,1000,87.31\n"},
+            },
+            "description": "JSON, or CSV with format=csv",
+        },
         304: {"description": "If-None-Match matched the ETag"},
-        400: error("a metric name over 64 characters, until_step before since_step, or a NUL byte"),
+        400: error(
+            "a metric name the job neither has nor can write (`names: unknown metric 'd_los'; "
+            "did you mean 'd_loss'? ...`), one over 64 characters, until_step before "
+            "since_step, or a NUL byte"
+        ),
         **NO_JOB_404,
     },
 )
@@ -357,13 +419,27 @@ def read_job_metrics(
     owner: OwnerDep,
     services: ServicesDep,
     names: Annotated[
-        str | None, Query(description="comma-separated metric names, e.g. fid,is,d_loss")
+        str | None,
+        Query(
+            description="comma-separated metric names (default: all the job has)",
+            examples=["d_loss,g_loss", "fid,is"],
+        ),
     ] = None,
-    since_step: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
-    until_step: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
-    max_points: Annotated[int, Query(ge=1, le=100_000)] = 1000,
-    format: Literal["json", "csv"] = "json",
-    if_none_match: Annotated[str | None, Header()] = None,
+    since_step: Annotated[
+        int | None, Query(ge=0, le=MAX_INT32, description="only points at this step or later")
+    ] = None,
+    until_step: Annotated[
+        int | None, Query(ge=0, le=MAX_INT32, description="only points at this step or earlier")
+    ] = None,
+    max_points: Annotated[
+        int, Query(ge=1, le=100_000, description="at most this many points per series")
+    ] = 1000,
+    format: Annotated[
+        Literal["json", "csv"], Query(description="csv: `name,step,value` rows")
+    ] = "json",
+    if_none_match: Annotated[
+        str | None, Header(description="the ETag of an answer you have: `304` if unchanged")
+    ] = None,
 ) -> Any:
     job = owned_job(session, owner, job_id)
     wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
@@ -372,6 +448,11 @@ def read_job_metrics(
             raise HTTPException(400, f"names: metric name too long (over 64 characters): {name!r}")
     if since_step is not None and until_step is not None and until_step < since_step:
         raise HTTPException(400, f"until_step ({until_step}) is before since_step ({since_step})")
+    unknown = [n for n in wanted if not metric_names.can_write(job.kind, n)]
+    if unknown:  # not a name of the kind: maybe one of the job's own, else a typo
+        present = stored_metric_names(session, job_id)
+        if unknown := [n for n in unknown if n not in present]:
+            raise HTTPException(400, _unknown_metrics(unknown, job.kind, present))
     # The job's metrics_version changes with every write, so a read of the same query at the
     # same version is the same bytes: many viewers of one run cost one query per log event.
     query = (tuple(wanted), since_step, until_step, max_points, format)
@@ -434,11 +515,15 @@ def list_sample_grids(
 )
 def read_sample_grid(
     job_id: JobIdPath,
-    step: Annotated[int, Path(ge=0, le=MAX_INT32)],
+    step: Annotated[
+        int, Path(ge=0, le=MAX_INT32, description="a step from the list of the job's grids")
+    ],
     session: SessionDep,
     owner: OwnerDep,
     services: ServicesDep,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[
+        str | None, Header(description="the ETag of the grid you have: `304`")
+    ] = None,
 ) -> Response:
     """One stored grid as a PNG; a grid never changes, so its ETag is its address."""
     owned_job(session, owner, job_id)

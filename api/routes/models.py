@@ -69,10 +69,15 @@ def _png_response(
 def list_models(
     session: SessionDep,
     owner: OwnerDep,
-    job_id: str | None = None,
-    tag: Literal["latest", "best"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
+    job_id: Annotated[str | None, Query(description="only the models of this job")] = None,
+    tag: Annotated[
+        Literal["latest", "best"] | None,
+        Query(description="latest: the newest checkpoint; best: the lowest FID so far"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many models")] = 50,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_INT64, description="skip this many (most recent first)")
+    ] = 0,
 ) -> ModelList:
     """The caller's models (each job's `latest` and `best` generator), most recently updated
     first."""
@@ -116,8 +121,10 @@ def model_samples(
     owner: OwnerDep,
     services: ServicesDep,
     class_: Annotated[str, Query(alias="class", description="class index (0-based) or class name")],
-    n: int = 16,
-    seed: int = 0,
+    n: Annotated[
+        int, Query(description="images in the grid, 1 to SAGAN_MAX_SAMPLES_PER_REQUEST (256)")
+    ] = 16,
+    seed: Annotated[int, Query(description="noise seed, 0 to 4294967295")] = 0,
     truncation: Annotated[
         float | None,
         Query(
@@ -125,7 +132,9 @@ def model_samples(
             "a collapsing generator); default: no truncation"
         ),
     ] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[
+        str | None, Header(description="the ETag of the PNG you have: `304` if unchanged")
+    ] = None,
 ) -> Response:
     """The same model checkpoint and query (class, n, seed, truncation) give the same bytes."""
     model = owned_model(session, owner, model_id)
@@ -167,7 +176,7 @@ def model_attention(
     class_: Annotated[str, Query(alias="class", description="class index (0-based) or class name")],
     x: Annotated[int, Query(description="query pixel column, 0-based")],
     y: Annotated[int, Query(description="query pixel row, 0-based")],
-    seed: int = 0,
+    seed: Annotated[int, Query(description="noise seed, as in /samples")] = 0,
     truncation: Annotated[
         float | None,
         Query(
@@ -175,7 +184,9 @@ def model_attention(
             "a collapsing generator); default: no truncation"
         ),
     ] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[
+        str | None, Header(description="the ETag of the PNG you have: `304` if unchanged")
+    ] = None,
 ) -> Response:
     """Where G's self-attention looks from pixel (x, y) of the image (class, seed) addresses:
     the image (query marked red) beside the attention weights over the image, brighter = more.
@@ -229,7 +240,10 @@ def download_checkpoint(
     session: SessionDep,
     owner: OwnerDep,
     services: ServicesDep,
-    redirect: bool = True,
+    redirect: Annotated[
+        bool,
+        Query(description="S3: false answers the presigned URL as JSON instead of a `307`"),
+    ] = True,
 ) -> Any:
     """The generator checkpoint the model points at: the file itself (local storage), or a
     presigned URL that lives SAGAN_CHECKPOINT_URL_SECONDS (S3): a `307` to it, or with

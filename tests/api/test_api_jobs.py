@@ -64,7 +64,12 @@ def test_idempotency_key_replay_returns_the_same_job_without_a_second_task(servi
         ({"dataset": "imagenet-ish"}, "config.dataset: must be one of digits"),
         ({"resolution": 100}, "config.resolution: must be one of 32, 64, 128, 256 (got 100)"),
         ({"steps": -5}, "config.steps: must be >= 1 (got -5)"),
-        ({"stepz": 5}, "config.stepz: unknown config key(s): stepz"),
+        ({"stepz": 5}, "config.stepz: unknown config key 'stepz'; did you mean 'steps'?"),
+        ({"batchsize": 8}, "unknown config key 'batchsize'; did you mean 'batch_size'?"),
+        ({"colour": "red"}, "config.colour: unknown config key 'colour'; the keys are: dataset,"),
+        ({"download": None}, "config.download: must be true or false, not null"),
+        ({"resolution": True}, "config.resolution: must be an integer (got true)"),
+        ({"num_classes": [10]}, "config.num_classes: must be an integer (got [10])"),
         ({"steps": "ten"}, "config.steps: must be an integer (got 'ten')"),
         ({"dataset": "cifar10"}, "config.data_root: is required for dataset 'cifar10'"),
     ],
@@ -80,6 +85,13 @@ def test_bad_config_is_refused_naming_the_field(embedded, config: dict, message:
     ("body", "message"),
     [
         ({"kind": "trainn"}, "kind: Input should be 'train' or 'evaluate' (got 'trainn')"),
+        # the value as JSON, not Python: null, true, ["a"] (not None, True, ['a'])
+        ({"kind": None}, "kind: Input should be 'train' or 'evaluate' (got null)"),
+        ({"kind": ["train"]}, "kind: Input should be 'train' or 'evaluate' (got [\"train\"])"),
+        (
+            {"kind": "evaluate", "samples": True},
+            "samples: Input should be greater than or equal to 100 (got true)",
+        ),
         ({"kind": "train", "config": [1]}, "config: Input should be a valid dictionary"),
         ({"kind": "train", "colour": "red"}, "colour: unknown field"),
         ({"kind": "train", "samples": 1000}, "samples: only for evaluate jobs"),

@@ -255,7 +255,7 @@ def test_download_is_refused_for_datasets_that_do_not_download(embedded, dataset
     r = _post(embedded, {"dataset": dataset, "data_root": "x", "download": True})
     assert _refused(r, "download") == (
         f"config.download: only cifar10 and cifar100 can be downloaded, not dataset "
-        f"'{dataset}' (got True)"
+        f"'{dataset}' (got true)"
     )
 
 

@@ -108,3 +108,50 @@ def test_a_repeated_read_is_a_304_until_new_metrics_arrive(service):
     fresh = service.client.get(url, params=params, headers={"If-None-Match": etag})
     assert fresh.status_code == 200 and fresh.headers["etag"] != etag
     assert fresh.json()["series"] == {"is": [[990, 2.5]]}
+
+
+def test_an_unknown_metric_name_is_a_400_naming_the_closest_and_the_known_ones(service):
+    job_id = _job_with_metrics(service.client)
+    r = service.client.get(f"/jobs/{job_id}/metrics", params={"names": "d_los,fid"})
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert detail.startswith("names: unknown metric 'd_los'; did you mean 'd_loss'? ")
+    assert "Known for this train job: " in detail and "g_loss" in detail and "kid" in detail
+    assert detail.endswith("; rows so far: d_loss, fid, is")
+    r = service.client.get(f"/jobs/{job_id}/metrics", params={"names": "dloss,zzz"})
+    assert r.json()["detail"].startswith(
+        "names: unknown metrics 'dloss' (did you mean 'd_loss'?), 'zzz'. Known for this train"
+    )
+
+
+def test_a_name_without_rows_yet_is_accepted_when_the_job_can_write_it(service):
+    job_id = _job_with_metrics(service.client)
+    url = f"/jobs/{job_id}/metrics"
+    # Before the first evaluation or variety score: empty series, not a 400.
+    r = service.client.get(url, params={"names": "kid,class_accuracy,gamma_g/blocks.1.attn"})
+    assert r.status_code == 200
+    assert r.json()["series"] == {"class_accuracy": [], "gamma_g/blocks.1.attn": [], "kid": []}
+    # A name the job has rows for is known whatever it is.
+    with session_scope(get_settings()) as session:
+        write_metrics(session, job_id, [("custom_score", 10, 0.5)])
+    r = service.client.get(url, params={"names": "custom_score"})
+    assert r.status_code == 200 and r.json()["series"] == {"custom_score": [[10, 0.5]]}
+
+
+def test_an_evaluation_job_knows_its_own_names(embedded):
+    from store import jobs
+
+    with session_scope(get_settings()) as session:
+        job, _ = jobs.create_job(
+            session, owner="local", kind="evaluate", config={"classes": [3]}, total_steps=2
+        )
+        job_id = job.id
+    url = f"/jobs/{job_id}/metrics"
+    r = embedded.client.get(url, params={"names": "fid,intra_fid,fid_class_3"})
+    assert r.status_code == 200 and set(r.json()["series"]) == {"fid", "intra_fid", "fid_class_3"}
+    r = embedded.client.get(url, params={"names": "d_loss"})
+    assert r.status_code == 400
+    assert r.json()["detail"] == (
+        "names: unknown metric 'd_loss'. Known for this evaluate job: fid, fid_class_<k>, "
+        "intra_fid, is, is_std, kid, kid_std; no rows yet"
+    )

@@ -4,6 +4,8 @@ operation, the statuses the route can answer, with the bodies the service really
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any
 
 import pytest
@@ -12,6 +14,8 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from sagan_core.config import CHOICES, DESCRIPTIONS, MAX_INT, MAX_SEED, Limits, TrainConfig
 
 PUBLIC = {"GET /healthz", "GET /readyz"}
 ERROR = "#/components/schemas/ErrorOut"
@@ -65,6 +69,18 @@ def test_every_route_is_documented_with_a_summary_and_a_description(document):
     for label, operation in operations.items():
         assert operation.get("summary"), label
         assert operation.get("description"), label
+        for parameter in operation.get("parameters", []):
+            assert parameter.get("description"), (label, parameter["name"])
+
+
+def test_bodies_and_answers_have_examples(document):
+    schemas = document["components"]["schemas"]
+    for name in ("JobCreate", "TrainConfig", "JobOut", "EventOut", "ModelOut"):
+        assert schemas[name]["examples"], name
+    metrics = document["paths"]["/jobs/{job_id}/metrics"]["get"]
+    assert metrics["responses"]["200"]["content"]["application/json"]["example"]["series"]
+    # The metrics route says which names it takes (400 for the others).
+    assert "fid_class_<k>" in metrics["description"] and "`400`" in metrics["description"]
 
 
 def test_the_bearer_scheme_and_401_on_every_operation_but_the_probes(document):
@@ -112,6 +128,75 @@ def test_every_error_is_declared_with_the_body_the_service_sends(document):
                 assert ref in (ERROR, "#/components/schemas/NotReady"), (label, status)
             else:
                 assert ref == expected, (label, status)
+
+
+# -- a train job's config: the TrainConfig schema, generated from the dataclass -----------------
+
+
+def _typed(prop: dict[str, Any]) -> dict[str, Any]:
+    """The non-null branch of a nullable property (`anyOf: [{...}, {type: null}]`)."""
+    for branch in prop.get("anyOf", [prop]):
+        if branch.get("type") != "null":
+            return branch
+    raise AssertionError(prop)
+
+
+def test_a_jobs_config_is_the_train_config_schema(document):
+    schemas = document["components"]["schemas"]
+    config = schemas["JobCreate"]["properties"]["config"]
+    assert {"$ref": "#/components/schemas/TrainConfig"} in config["anyOf"]
+    assert "config.<field>" in config["description"]
+    schema = schemas["TrainConfig"]
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert list(schema["properties"]) == TrainConfig.field_names()
+    assert schema["examples"] and "required" not in schema  # every field is optional
+
+
+def test_every_field_has_its_description_type_and_default(document):
+    properties = document["components"]["schemas"]["TrainConfig"]["properties"]
+    hints = typing.get_type_hints(TrainConfig)
+    json_types = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    for f in dataclasses.fields(TrainConfig):
+        prop = properties[f.name]
+        assert prop["description"] == DESCRIPTIONS[f.name], f.name
+        assert prop["default"] == f.default, f.name  # null included: "from the preset"
+        args = typing.get_args(hints[f.name])
+        nullable = type(None) in args
+        base = next((a for a in args if a is not type(None)), hints[f.name])
+        assert nullable == ("anyOf" in prop), f.name
+        assert _typed(prop)["type"] == json_types[base], f.name
+    assert "paper 64, tiny 32" in properties["batch_size"]["description"]
+
+
+def test_choices_are_enums(document):
+    properties = document["components"]["schemas"]["TrainConfig"]["properties"]
+    for field, choices in CHOICES.items():
+        assert _typed(properties[field])["enum"] == list(choices), field
+    assert {"digits", "cifar10", "folder", "packed"} <= set(properties["dataset"]["enum"])
+    assert properties["resolution"]["enum"] == [32, 64, 128, 256]
+    assert _typed(properties["preset"])["enum"] == ["tiny", "paper"]
+
+
+def test_bounds_are_the_operators_limits_and_the_cores_own(document):
+    properties = document["components"]["schemas"]["TrainConfig"]["properties"]
+    limits = Limits()
+
+    def bounds(field: str) -> dict[str, Any]:
+        keys = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "maxLength")
+        return {k: v for k, v in _typed(properties[field]).items() if k in keys}
+
+    assert bounds("batch_size") == {"minimum": 1, "maximum": limits.batch_size}
+    assert bounds("g_ch") == {"minimum": 1, "maximum": limits.channels}
+    assert bounds("steps") == {"minimum": 1, "maximum": limits.steps}
+    assert bounds("eval_reference_samples") == {"minimum": 2, "maximum": limits.reference_samples}
+    assert bounds("seed") == {"minimum": 0, "maximum": MAX_SEED}
+    assert bounds("log_every") == {"minimum": 1, "maximum": MAX_INT}
+    assert bounds("lr_g") == {"exclusiveMinimum": 0}
+    assert bounds("beta2") == {"minimum": 0, "exclusiveMaximum": 1}
+    assert bounds("ema_decay") == {"minimum": 0, "maximum": 1}
+    assert bounds("data_root") == {"maxLength": limits.data_root_chars}
+    assert bounds("diff_augment") == {"maxLength": 64}
+    assert properties["device"]["pattern"] == "^(auto|cpu|cuda|mps|cuda:[0-9]+)$"
 
 
 # -- real responses against the document ---------------------------------------------------------

@@ -1,0 +1,57 @@
+"""The names of the metrics a job can write, torch-free: the API tells a typo (`d_los`) from a
+metric that has no rows yet (`fid` before the first evaluation) with them.
+
+tests/core/test_metric_names.py holds the trainer's and the scores' real names to these.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Every log_every steps (Trainer.run): window means of the step's losses and D outputs
+# (g_spread: the mode-seeking term's ratio, when diversity_weight is on), the attention gammas,
+# throughput and the learning rates.
+TRAINING = (
+    "d_loss",
+    "g_loss",
+    "d_real",
+    "d_fake",
+    "g_spread",
+    "gamma_g",
+    "gamma_d",
+    "images_per_s",
+    "tflops",
+    "lr_g",
+    "lr_d",
+)
+# Every variety_every steps (sagan_core.variety).
+VARIETY = ("class_accuracy", "variety", "variety_min", "nearest_real")
+# Every eval_every steps, and in evaluation jobs (sagan_core.evaluate.scores).
+SCORES = ("is", "is_std", "fid", "kid", "kid_std")
+
+# Per job kind: the names it can write, and the patterns of the names made per layer or class
+# (`gamma_g/<layer>` when a network has several attention layers; `fid_class_<k>` per class an
+# evaluation was asked for).
+NAMES = {
+    "train": (*TRAINING, *VARIETY, *SCORES),
+    "evaluate": (*SCORES, "intra_fid"),
+}
+PATTERNS = {
+    "train": {
+        "gamma_g/<layer>": re.compile(r"gamma_g/.+"),
+        "gamma_d/<layer>": re.compile(r"gamma_d/.+"),
+    },
+    "evaluate": {"fid_class_<k>": re.compile(r"fid_class_[0-9]+")},
+}
+
+
+def can_write(kind: str, name: str) -> bool:
+    """Whether a job of `kind` (train, evaluate) may write a metric called `name`."""
+    if name in NAMES.get(kind, ()):
+        return True
+    return any(p.fullmatch(name) for p in PATTERNS.get(kind, {}).values())
+
+
+def listed(kind: str) -> list[str]:
+    """The names a job of `kind` can write, patterns included, for a message."""
+    return [*NAMES.get(kind, ()), *PATTERNS.get(kind, {})]
