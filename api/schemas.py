@@ -109,6 +109,35 @@ class JobOut(BaseModel):
     latest_model_id: str | None
     best_model_id: str | None
     model_id: str | None = Field(description="evaluate: the model being scored")
+    continued_from: str | None = Field(
+        None, description="train: the job whose checkpoint this one continues (POST .../continue)"
+    )
+    continued_from_step: int | None = Field(
+        None, description="train: the step of that checkpoint; this job's metrics begin after it"
+    )
+
+
+class JobContinue(BaseModel):
+    """A new training job from another job's newest checkpoint, with a new `steps`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"steps": 4000}, {"steps": 4000, "config": {"d_steps": 2}}]
+        },
+    )
+
+    steps: int = Field(
+        ge=1,
+        le=2**31 - 1,
+        description="the new total: training goes on from the checkpoint's step up to this one",
+    )
+    config: dict[str, Any] | None = Field(
+        None,
+        description="fields to change (TrainConfig); the rest is the old job's. Fields that shape "
+        "the networks (resolution, num_classes, g_ch, d_ch, z_dim, ...) and those the checkpoint "
+        "carries on (lr_g, lr_d, beta1, beta2, seed) cannot change",
+    )
 
 
 class JobList(BaseModel):

@@ -37,7 +37,7 @@ from sagan_cli.client import (
 )
 
 jobs_app = typer.Typer(
-    help="Jobs on a running service: list, show, create, watch, cancel, events, metrics.",
+    help="Jobs on a running service: list, show, create, watch, cancel, continue, events, metrics.",
     no_args_is_help=True,
 )
 models_app = typer.Typer(
@@ -209,6 +209,10 @@ def jobs_show(
     ]
     if job.get("model_id"):
         pairs.append(("evaluates", job["model_id"]))
+    if job.get("continued_from"):
+        pairs.append(
+            ("continues", f"{job['continued_from']} from step {job.get('continued_from_step')}")
+        )
     pairs.append(("config", fmt.wrap_items([f"{k}={_scalar(v)}" for k, v in config.items()])))
     echo(fmt.key_values(pairs))
 
@@ -452,7 +456,8 @@ class JobWatcher:
     def step_lines(self, job: dict) -> list[tuple[int, str]]:
         if job["kind"] != "train" or job["step"] <= max(self.metric_step, 0):
             return self.progress_line(job)
-        newest_only = self.first and job["step"] > 0  # joining a run: its latest point only
+        # Joining a run: its latest point only (a continued job starts at its checkpoint's step).
+        newest_only = self.first and job["step"] > (job.get("continued_from_step") or 0)
         params = {"max_points": 1} if newest_only else {"since_step": self.metric_step + 1}
         series = self.api.get_json(
             f"/jobs/{self.job_id}/metrics", names=",".join(STEP_METRICS), **params
@@ -592,6 +597,60 @@ def jobs_cancel(
         return
     note = " (the worker saves a checkpoint, then stops)" if job["state"] == "cancelling" else ""
     echo(f"job {fmt.short(job['id'])} {job['state']}{note}")
+
+
+@jobs_app.command("continue")
+@handled
+def jobs_continue(
+    job_id: Annotated[str, typer.Argument(help="A job id, or a unique prefix of one.")],
+    steps: Annotated[
+        int,
+        typer.Option(
+            help="The new total of steps, counted from the first job's start: training goes on "
+            "from the newest checkpoint's step up to this one.",
+            min=1,
+        ),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="A config field to change (read as JSON, else text); fields that shape the "
+            "networks, the learning rates, betas and seed stay the checkpoint's. Repeatable.",
+        ),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow the new job until it ends.")
+    ] = False,
+    json_: JsonFlag = False,
+    interval: Interval = 1.0,
+) -> None:
+    """Start a new train job from a job's newest checkpoint, with more steps:
+    `sagan jobs continue 3f2c --steps 4000 --watch`. Prints the new job's id."""
+    if watch and json_:
+        raise ClientError("--json and --watch do not mix: `sagan jobs show ID --json` afterwards")
+    body: dict[str, Any] = {"steps": steps}
+    if set_:
+        body["config"] = _parse_sets(set_)
+    with _api() as api:
+        old = api.resolve_id("job", job_id)
+        job = api.post_json(f"/jobs/{old}/continue", body)
+        if json_:
+            echo(fmt.as_json(job))
+            return
+        echo(job["id"])
+        echo(
+            f"created train job {fmt.short(job['id'])}, {job['state']}: continues "
+            f"{fmt.short(old)} from step {job.get('continued_from_step')} to {steps}",
+            err=True,
+        )
+        if not watch:
+            echo(f"  follow it: sagan jobs watch {fmt.short(job['id'])}", err=True)
+            return
+        code = JobWatcher(api, job["id"], interval).run()
+    raise typer.Exit(code)
 
 
 @jobs_app.command("events")

@@ -141,6 +141,9 @@ def _seed_rows(checkpoint: Path, make_model: Callable[..., dict]) -> dict[str, A
     assert settings.auth, "the fuzz run is meant to run with auth on"
     ids = make_model(checkpoint, owner=USER, step=2)  # a job, its latest and best models
     with session_scope(settings) as session:
+        # It ended: a job with a checkpoint that POST /jobs/<id>/continue can continue.
+        assert jobs.claim_job(session, ids["job_id"], "fuzz-worker")
+        assert jobs.finish_job(session, ids["job_id"], jobs.SUCCEEDED)
         job, _ = jobs.create_job(
             session,
             owner=USER,
@@ -203,6 +206,8 @@ def _real_values(world: World, path: str) -> dict[ParameterLocation, dict[str, l
             "dataset": [None, *DATASETS],
             "classes": [None, [3, "seven"], [0, 9, "zero"]],
         }
+    if path == "/jobs/{job_id}/continue":  # past the seeded checkpoint's step 2
+        body = {"steps": [10, 2000], "config": [None, {"d_steps": 2}, {"batch_size": 16}]}
     return {
         ParameterLocation.PATH: path_parameters,
         ParameterLocation.QUERY: query,

@@ -156,6 +156,48 @@ def test_models_samples_writes_a_png(service: Service, trained: tuple) -> None:
     assert bad.returncode == 1 and "error: class 10 out of range" in bad.stderr
 
 
+def test_continue_a_finished_job_from_its_checkpoint_and_watch_it(
+    service: Service, trained: tuple
+) -> None:
+    job_id, _ = trained  # 6 steps, checkpoints at 3 and 6
+    refused = sagan(service, "jobs", "continue", job_id[:6], "--steps", "10", "--set", "g_ch=8")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: config.g_ch: 8 would change the architecture")
+    short = sagan(service, "jobs", "continue", job_id[:6], "--steps", "6")
+    assert short.returncode == 1 and "more than the checkpoint's step 6" in short.stderr
+
+    out = sagan(
+        service, "jobs", "continue", job_id[:6], "--steps", "10", "--set", "checkpoint_every=2",
+        "--watch", "--interval", "0.3",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr + service.up.output()
+    new_id = out.stdout.splitlines()[0]
+    assert f"continues {job_id[:8]} from step 6 to 10" in out.stderr
+    # The trainer goes on from the checkpoint: steps, metrics and checkpoints after step 6 only.
+    steps = [line.split()[2] for line in out.stdout.splitlines() if "  step  " in line]
+    assert steps == ["8/10", "10/10"], out.stdout
+    assert "checkpoint  step 8" in out.stdout and "checkpoint  step 10" in out.stdout
+    assert f"job {new_id[:8]} succeeded" in out.stdout
+
+    new = json.loads(sagan(service, "jobs", "show", new_id[:8], "--json").stdout)
+    assert (new["continued_from"], new["continued_from_step"]) == (job_id, 6)
+    assert (new["state"], new["step"], new["total_steps"]) == ("succeeded", 10, 10)
+    assert new["config"]["checkpoint_every"] == 2 and new["config"]["steps"] == 10
+    series = json.loads(sagan(service, "jobs", "metrics", new_id, "--json").stdout)["series"]
+    assert [s for s, _ in series["d_loss"]] == [8, 10]
+    shown = sagan(service, "jobs", "show", new_id[:8]).stdout
+    assert f"continues  {job_id} from step 6" in shown
+    old = json.loads(sagan(service, "jobs", "show", job_id, "--json").stdout)
+    assert (old["state"], old["step"], old.get("continued_from")) == ("succeeded", 6, None)
+
+    again = sagan(service, "jobs", "continue", new_id[:8], "--steps", "12", "--json")
+    assert again.returncode == 0, again.stderr
+    chained = json.loads(again.stdout)
+    assert (chained["continued_from"], chained["continued_from_step"]) == (new_id, 10)
+    assert chained["state"] == "queued" and chained["step"] == 10
+    assert sagan(service, "jobs", "cancel", chained["id"]).returncode == 0
+
+
 def test_a_failing_job_ends_watch_with_exit_1_and_its_error(
     service: Service, trained: tuple
 ) -> None:
