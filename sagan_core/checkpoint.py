@@ -47,9 +47,15 @@ def load_checkpoint(path: str | Path | IO[bytes], map_location: Any = "cpu") -> 
     return ckpt
 
 
+# Architecture fields added after checkpoints were first written: what a checkpoint without them
+# was trained with.
+LEGACY_ARCH = {"z_mode": "input"}
+
+
 def build_generator(cfg: TrainConfig) -> Generator:
-    """G for a resolved config (num_classes and g_ch filled in)."""
-    return Generator(cfg.z_dim, cfg.num_classes, cfg.resolution, cfg.g_ch)
+    """G for a resolved config (num_classes and g_ch filled in; z_mode None: a legacy config)."""
+    z_mode = cfg.z_mode if cfg.z_mode is not None else LEGACY_ARCH["z_mode"]
+    return Generator(cfg.z_dim, cfg.num_classes, cfg.resolution, cfg.g_ch, z_mode=z_mode)
 
 
 def load_generator(

@@ -24,12 +24,28 @@ HELP = {
     "precision": "fp32 | bf16",
     **{
         name: "default from the preset: "
-        + ", ".join(f"{p} {v[name]}" for p, v in PRESET_TRAINING.items())
-        for name in ("batch_size", "lr_g", "lr_d", "ema_decay", "ema_start")
+        + ", ".join(
+            f"{p} {v[name] if v[name] != '' else 'none'}" for p, v in PRESET_TRAINING.items()
+        )
+        for name in (
+            "batch_size",
+            "lr_g",
+            "lr_d",
+            "ema_decay",
+            "ema_start",
+            "steps",
+            "checkpoint_every",
+            "sample_every",
+            "z_mode",
+            "diff_augment",
+            "class_warmup",
+            "diversity_weight",
+        )
     },
     "g_ch": "default from the preset and resolution",
     "d_ch": "default from the preset and resolution",
     "num_classes": "default from the dataset",
+    "variety_every": "default: every 4 log lines on a small data set (digits), else off; 0: off",
 }
 
 
@@ -144,7 +160,7 @@ def _train(args: argparse.Namespace) -> int:
             weights_path=args.inception_weights,
             cache=DirectoryStatsCache(run_dir.parent / ".stats-cache"),
         )
-    progress = _ProgressCallbacks(cfg.steps)
+    progress = _ProgressCallbacks(cfg.resolved().steps)
     trainer = Trainer(
         cfg,
         run_dir,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
 import os
 import typing
@@ -10,10 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-DATASETS = ("digits", "cifar10", "cifar100", "folder", "packed", "synthetic")
+# "stored": a dataset kept by the service (POST /datasets), named by dataset_id.
+DATASETS = ("digits", "cifar10", "cifar100", "folder", "packed", "synthetic", "stored")
 RESOLUTIONS = (32, 64, 128, 256)
 PRESETS = ("tiny", "paper")
 PRECISIONS = ("fp32", "bf16")
+# How z enters G: "input" (the paper: only at the first linear) or "hierarchical" (BigGAN).
+Z_MODES = ("input", "hierarchical")
+# DiffAugment transforms (sagan_core.augment) for every image D sees, comma separated.
+AUGMENT_POLICIES = ("translation", "cutout")
 # Datasets whose class count is fixed; num_classes may be left out or must match.
 FIXED_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
@@ -40,9 +47,37 @@ PRESET_CH = {
 # mostly the initial weights and its learning rates are too slow for ~1000 steps. Betas stay the
 # paper's (0, 0.9) in both; TTUR keeps lr_d > lr_g.
 PRESET_TRAINING = {
-    "paper": {"batch_size": 64, "lr_g": 1e-4, "lr_d": 4e-4, "ema_decay": 0.9999, "ema_start": 1000},
-    "tiny": {"batch_size": 32, "lr_g": 1e-3, "lr_d": 2e-3, "ema_decay": 0.995, "ema_start": 200},
+    "paper": {
+        "batch_size": 64,
+        "lr_g": 1e-4,
+        "lr_d": 4e-4,
+        "ema_decay": 0.9999,
+        "ema_start": 1000,
+        "steps": 10000,
+        "checkpoint_every": 1000,
+        "sample_every": 1000,
+        "z_mode": "input",
+        "diff_augment": "",
+        "class_warmup": 0,
+        "diversity_weight": 0.0,
+    },
+    "tiny": {
+        "batch_size": 32,
+        "lr_g": 1e-3,
+        "lr_d": 2e-3,
+        "ema_decay": 0.995,
+        "ema_start": 200,
+        "steps": 2000,
+        "checkpoint_every": 250,
+        "sample_every": 250,
+        "z_mode": "input",
+        "diff_augment": "",
+        "class_warmup": 0,
+        "diversity_weight": 0.07,
+    },
 }
+# variety_every left out on a small data set: every this many log lines (log_every steps each).
+VARIETY_LOGS = 4
 
 
 # Architecture tables live here (not in models) so that validating a config never imports torch.
@@ -135,17 +170,48 @@ def setting_name(limit: str) -> str:
 
 
 def shown(value: typing.Any, chars: int = SHOWN_CHARS) -> str:
-    """repr(value) for an error message, cut to `chars` characters."""
-    text = repr(value)
+    """`value` for an error message, cut to `chars` characters: a string quoted ('ten'),
+    anything else as JSON (null, true, 32.0, [1], {"name": "digits"}), never Python's None,
+    True or ['a'] (the people reading it wrote JSON)."""
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):  # a circular structure: no caller's JSON looks like it
+            text = str(value)
     if len(text) <= chars:
         return text
     return f"{text[:chars]}... ({len(text)} characters)"
+
+
+def unknown_keys_message(unknown: list[str], known: list[str]) -> str:
+    """The message for unknown config keys: each with its closest known key (difflib), as in
+    `unknown config key 'batchsize'; did you mean 'batch_size'?`, and the known keys when one
+    has none close (unless it is too long to be a typo of one)."""
+    shown_keys, lost = [], False
+    for key in unknown[:5]:
+        close = difflib.get_close_matches(key[:64].lower(), known, n=1)
+        lost = lost or (not close and len(key) <= 64)
+        hint = f"did you mean '{close[0]}'?" if close else ""
+        shown_keys.append((shown(key, 40), hint))
+    if len(unknown) == 1:
+        key, hint = shown_keys[0]
+        text = f"unknown config key {key}" + (f"; {hint}" if hint else "")
+    else:
+        listed = ", ".join(f"{key} ({hint})" if hint else key for key, hint in shown_keys)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        text = f"unknown config keys {listed}{more}"
+    return text + (f"; the keys are: {', '.join(known)}" if lost else "")
 
 
 @dataclass
 class TrainConfig:
     dataset: str = "digits"
     data_root: str | None = None
+    # The stored dataset (POST /datasets) of dataset "stored"; the API fills it in from
+    # `"dataset": "<id or name>"`, and the worker fetches its packed file into a local cache.
+    dataset_id: str | None = None
     download: bool = False
     resolution: int = 32
     num_classes: int | None = None
@@ -154,18 +220,33 @@ class TrainConfig:
     d_ch: int | None = None
     z_dim: int = 128
     batch_size: int | None = None  # None: from the preset (paper 64, tiny 32)
-    steps: int = 10000
+    steps: int | None = None  # None: from the preset (paper 10000, tiny see PRESET_TRAINING)
     lr_g: float | None = None  # paper 1e-4 (TTUR), tiny 1e-3
     lr_d: float | None = None  # paper 4e-4 (TTUR), tiny 2e-3
     beta1: float = 0.0
     beta2: float = 0.9
     d_steps: int = 1
+    # How z enters G (Z_MODES): "input" is the paper's; "hierarchical" is BigGAN's. None: preset.
+    z_mode: str | None = None
+    # DiffAugment for every image D sees: "translation,cutout", or "" for none. None: preset.
+    diff_augment: str | None = None
+    # Steps over which D's class projection term fades in linearly from 0 (an unconditional
+    # start), after which D is the paper's projection D; 0: off. None: preset.
+    class_warmup: int | None = None
+    # Weight of a mode-seeking term in G's loss (MSGAN, Mao et al. 2019): w / (mean |x1 - x2| /
+    # mean |z1 - z2|) over pairs of samples of one class; 0: off. None: preset.
+    diversity_weight: float | None = None
     ema_decay: float | None = None  # paper 0.9999, tiny 0.995
     ema_start: int | None = None  # paper 1000, tiny 200
     log_every: int = 50
-    checkpoint_every: int = 1000
-    sample_every: int = 1000
+    checkpoint_every: int | None = None  # None: from the preset (paper 1000); 0: only the last
+    sample_every: int | None = None  # None: from the preset (paper 1000); 0: off
     eval_every: int = 0
+    # class_accuracy and variety (sagan_core.variety) of G_ema every this many steps and at the
+    # end; None: every VARIETY_LOGS log lines when the data set is small enough to judge cheaply
+    # (sagan_core.variety.judged_by_default: in memory, <= 100 classes, <= 20,000 images), else
+    # off; 0: off.
+    variety_every: int | None = None
     eval_samples: int = 5000
     # Reference statistics use at most this many real images (a seeded subset), as the usual
     # 50k-image ImageNet statistics do; small data sets use all of theirs.
@@ -187,10 +268,7 @@ class TrainConfig:
         names = cls.field_names()
         unknown = sorted(str(k) for k in d if k not in names)
         if unknown:
-            listed = ", ".join(unknown)
-            if len(listed) > SHOWN_CHARS:
-                listed = f"{listed[:SHOWN_CHARS]}... ({len(unknown)} keys)"
-            raise ConfigError(unknown[0][:SHOWN_CHARS], f"unknown config key(s): {listed}")
+            raise ConfigError(unknown[0][:SHOWN_CHARS], unknown_keys_message(unknown, names))
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, value in d.items():
@@ -242,6 +320,8 @@ class TrainConfig:
         need(self.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}")
         if self.dataset in NEEDS_DATA_ROOT:
             need(bool(self.data_root), "data_root", f"is required for dataset '{self.dataset}'")
+        if self.dataset == "stored":
+            need(bool(self.dataset_id), "dataset_id", "is required for dataset 'stored'")
         need(
             not self.download or self.dataset in DOWNLOADABLE,
             "download",
@@ -271,26 +351,44 @@ class TrainConfig:
             need(d_attn % 8 == 0, "d_ch", f"gives {d_attn} attention channels, not divisible by 8")
         need(self.z_dim >= 1, "z_dim", "must be >= 1")
         need(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1")
-        need(self.steps >= 1, "steps", "must be >= 1")
+        need(self.steps is None or self.steps >= 1, "steps", "must be >= 1")
         for name in ("lr_g", "lr_d"):
             v = getattr(self, name)
             need(v is None or (math.isfinite(v) and v > 0), name, "must be a finite number > 0")
         for name in ("beta1", "beta2"):
             need(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
         need(self.d_steps >= 1, "d_steps", "must be >= 1")
+        need(self.class_warmup is None or self.class_warmup >= 0, "class_warmup", "must be >= 0")
+        w = self.diversity_weight
+        need(w is None or (math.isfinite(w) and w >= 0), "diversity_weight", "must be >= 0")
+        need(
+            self.z_mode is None or self.z_mode in Z_MODES,
+            "z_mode",
+            f"must be one of {', '.join(Z_MODES)}",
+        )
+        policy = [p.strip() for p in (self.diff_augment or "").split(",") if p.strip()]
+        need(
+            all(p in AUGMENT_POLICIES for p in policy),
+            "diff_augment",
+            f"must be a comma-separated list of {', '.join(AUGMENT_POLICIES)}, or empty",
+        )
+        if self.resolution in G_ARCH and self.z_mode == "hierarchical":
+            blocks = len(G_ARCH[self.resolution]["in"])
+            need(self.z_dim > blocks, "z_dim", f"must be > {blocks} to split z across G's blocks")
         decay, start = self.ema_decay, self.ema_start
         need(decay is None or 0.0 <= decay <= 1.0, "ema_decay", "must be in [0, 1]")
         need(start is None or start >= 0, "ema_start", "must be >= 0")
         need(self.log_every >= 1, "log_every", "must be >= 1")
-        for name in ("checkpoint_every", "sample_every", "eval_every"):
-            need(getattr(self, name) >= 0, name, "must be >= 0 (0 turns it off)")
+        for name in ("checkpoint_every", "sample_every", "eval_every", "variety_every"):
+            v = getattr(self, name)
+            need(v is None or v >= 0, name, "must be >= 0 (0 turns it off)")
         need(self.eval_samples >= 1, "eval_samples", "must be >= 1")
         need(self.eval_reference_samples >= 2, "eval_reference_samples", "must be >= 2")
         need(self.seed >= 0, "seed", "must be >= 0")
         dev = self.device
         need(
             dev in ("auto", "cpu", "cuda", "mps")
-            or (dev.startswith("cuda:") and dev[5:].isdigit()),
+            or (dev.startswith("cuda:") and dev[5:].isascii() and dev[5:].isdigit()),
             "device",
             "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
         )
@@ -328,6 +426,97 @@ class TrainConfig:
         elif data_root is not None:
             out.data_root = data_root
         return out
+
+
+# -- what each field means: the one text behind the API's schema (api/config_schema.py) ----------
+
+
+def _by_preset(name: str) -> str:
+    """`null: from the preset (paper 64, tiny 32)` for a field PRESET_TRAINING fills in."""
+    values = ", ".join(
+        f"{preset} {'none' if v[name] == '' else v[name]}" for preset, v in PRESET_TRAINING.items()
+    )
+    return f"null: from the preset ({values})"
+
+
+# Field -> the values it may take (validate() refuses any other; null where the field allows it).
+CHOICES: dict[str, tuple] = {
+    "dataset": DATASETS,
+    "resolution": RESOLUTIONS,
+    "preset": PRESETS,
+    "z_mode": Z_MODES,
+    "precision": PRECISIONS,
+}
+
+# Field -> what it means, for people: the API's OpenAPI schema of a job's config shows these
+# beside each field's type, choices, bounds and default (tests/core/test_config.py holds every
+# field to having one).
+DESCRIPTIONS: dict[str, str] = {
+    "dataset": "The training images: digits (scikit-learn's 1,797 handwritten 8x8 digits, "
+    "upsampled), cifar10, cifar100, folder (a directory with one sub-folder of images per "
+    "class, in sorted order), packed (a file made by `sagan pack`), synthetic (random images, "
+    "for tests), or the id or name of one of your stored datasets (POST /datasets), which the "
+    "job stores as stored with its dataset_id.",
+    "dataset_id": "The stored dataset of dataset stored (filled in by the service from a "
+    "dataset's id or name); workers fetch it into their local cache.",
+    "data_root": "The data set's directory (folder, cifar10, cifar100) or packed file; required "
+    "for those, unused by digits and synthetic. The service takes it only inside its data roots "
+    "(SAGAN_DATA_ROOTS); a relative path is taken under the first.",
+    "download": "Let torchvision fetch cifar10 or cifar100 into data_root when it is not there "
+    "(those two only).",
+    "resolution": "Image size in pixels (square).",
+    "num_classes": "Number of classes; null: from the data set (digits and cifar10 10, "
+    "cifar100 100, synthetic 10, folder its sub-folders). A data set with a fixed count must "
+    "match it.",
+    "preset": "Network widths and training defaults: paper (ch=64, as in SAGAN) or tiny (trains "
+    "digits on a CPU in minutes); null: tiny for digits, else paper.",
+    "g_ch": "Base channel width of G (each block's width is a multiple of it); null: from the "
+    "preset and resolution (paper 64; tiny 4 at 32 px, 8 above). G's attention layer must get a "
+    "multiple of 8 channels.",
+    "d_ch": "Base channel width of D; null: from the preset and resolution, as g_ch. D's "
+    "attention layer must get a multiple of 8 channels.",
+    "z_dim": "Length of the noise vector z.",
+    "batch_size": f"Real and generated images per D step. {_by_preset('batch_size')}.",
+    "steps": f"Training steps (generator updates) to run. {_by_preset('steps')}.",
+    "lr_g": f"Adam learning rate of G (TTUR: slower than D's). {_by_preset('lr_g')}.",
+    "lr_d": f"Adam learning rate of D. {_by_preset('lr_d')}.",
+    "beta1": "Adam beta1 of both networks (the paper's is 0).",
+    "beta2": "Adam beta2 of both networks (the paper's is 0.9).",
+    "d_steps": "D updates per G update (the paper's is 1, with TTUR).",
+    "z_mode": "How z enters G: input (the paper: at G's first layer) or hierarchical (BigGAN: "
+    "split across G's blocks, with a shared class embedding; z_dim must exceed the number of "
+    f"blocks). {_by_preset('z_mode')}.",
+    "diff_augment": "DiffAugment for every image D sees, real and generated: a comma-separated "
+    f"list of {', '.join(AUGMENT_POLICIES)}, or an empty string for none. "
+    f"{_by_preset('diff_augment')}.",
+    "class_warmup": "Steps over which D's class projection term fades in linearly from 0 (an "
+    f"unconditional start); 0: off. {_by_preset('class_warmup')}.",
+    "diversity_weight": "Weight of a mode-seeking term in G's loss (MSGAN): weight / (mean "
+    "|x1 - x2| / mean |z1 - z2|) over pairs of samples of one class, so that G cannot ignore z; "
+    f"0: off. {_by_preset('diversity_weight')}.",
+    "ema_decay": "Decay of the moving average of G's weights (G_ema: what models sample from and "
+    f"evaluations score). {_by_preset('ema_decay')}.",
+    "ema_start": f"Step from which G_ema averages (before it, it copies G). "
+    f"{_by_preset('ema_start')}.",
+    "log_every": "Steps between metric rows (losses, D outputs, attention gammas, images/s).",
+    "checkpoint_every": "Steps between checkpoints (each one the job's latest model); 0: only at "
+    f"the end. {_by_preset('checkpoint_every')}.",
+    "sample_every": "Steps between the sample grids kept with the job; 0: none. "
+    f"{_by_preset('sample_every')}.",
+    "eval_every": "Steps between IS/FID/KID evaluations of G_ema (and one at the end); the "
+    "checkpoint with the lowest FID is the job's best model. 0: off. Needs the Inception "
+    "weights.",
+    "variety_every": "Steps between class_accuracy and variety scores of G_ema (and at the end); "
+    f"null: every {VARIETY_LOGS} log lines when the data set is small enough to judge cheaply "
+    "(in memory, up to 100 classes and 20,000 images), else off; 0: off.",
+    "eval_samples": "Generated images per evaluation (the usual FID uses 50,000).",
+    "eval_reference_samples": "Real images the reference statistics use at most (a seeded "
+    "subset); smaller data sets use all of theirs.",
+    "seed": "Seed of the initial weights, the data order and the noise.",
+    "device": "Where to train: auto (a GPU when the worker has one, else the CPU), cpu, cuda, "
+    "cuda:N or mps; a device the worker lacks fails the job.",
+    "precision": "fp32, or bf16 mixed precision (autocast).",
+}
 
 
 def check_data_location(
@@ -391,7 +580,10 @@ def _coerce(name: str, value: typing.Any, hint: typing.Any) -> typing.Any:
         raise ConfigError(name, f"must be {_SCALARS[base]}, not null")
     ok = isinstance(value, base) and not (base is not bool and isinstance(value, bool))
     if base is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of 400 digits is valid JSON
+            raise ConfigError(name, f"must be a finite number (got {shown(value)})") from None
     if not ok:
         raise ConfigError(name, f"must be {_SCALARS[base]} (got {shown(value)})")
     return value

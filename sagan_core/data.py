@@ -29,6 +29,8 @@ class ImageDataset:
     images: torch.Tensor | np.ndarray  # uint8 (N, 3, R, R); a read-only np.memmap for packed files
     labels: torch.Tensor  # int64 (N,)
     class_names: list[str]
+    # The size the images were made at before resizing (digits: 8); None: `resolution`.
+    native_resolution: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -100,6 +102,7 @@ def _digits(cfg: TrainConfig) -> ImageDataset:
         images=x.contiguous(),
         labels=torch.from_numpy(digits.target).long(),
         class_names=[str(i) for i in range(10)],
+        native_resolution=8,
     )
 
 

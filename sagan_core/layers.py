@@ -45,6 +45,26 @@ class ConditionalBatchNorm2d(nn.Module):
         return self.bn(x) * gain + bias  # (B, C, H, W)
 
 
+class LinearConditionalBatchNorm2d(nn.Module):
+    """BigGAN's conditional batch norm: gain 1 + W_g c and bias W_b c from a condition vector c.
+
+    c is the shared class embedding joined with this block's chunk of z (`z_mode` "hierarchical"),
+    so z reaches every block's normalisation, not only G's first linear. W_g and W_b are
+    spectrally normalised linears without bias; the gain starts near 1.
+    """
+
+    def __init__(self, num_features: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False, eps=1e-5, momentum=0.1)
+        self.gain = sn_linear(cond_dim, num_features, bias=False)
+        self.bias = sn_linear(cond_dim, num_features, bias=False)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        gain = 1.0 + self.gain(c)[:, :, None, None]  # (B, C, 1, 1)
+        bias = self.bias(c)[:, :, None, None]  # (B, C, 1, 1)
+        return self.bn(x) * gain + bias  # (B, C, H, W)
+
+
 class SelfAttention(nn.Module):
     """SAGAN self-attention: queries at every position attend to 2x2-max-pooled keys and values.
 

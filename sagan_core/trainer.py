@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .augment import diff_augment, parse_policy
 from .checkpoint import (
+    LEGACY_ARCH,
     build_generator,
     capture_rng,
     checkpoint_path,
@@ -23,15 +25,16 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .config import ConfigError, Limits, TrainConfig
+from .config import VARIETY_LOGS, ConfigError, Limits, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
 from .device import check_device_available, resolve_device
 from .losses import d_hinge_loss, g_hinge_loss
 from .models import Discriminator, Generator
 from .sample import grid_png, sample
+from .variety import VarietyJudge, judged_by_default
 
 # Fields that must match between a checkpoint and the config resuming it (they shape weights).
-ARCH_FIELDS = ("resolution", "num_classes", "g_ch", "d_ch", "z_dim")
+ARCH_FIELDS = ("resolution", "num_classes", "g_ch", "d_ch", "z_dim", "z_mode")
 
 
 class TrainerCallbacks:
@@ -100,6 +103,13 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
+def mode_seeking_ratio(x: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
+    """MSGAN's ratio: mean |x_i - x_j| over mean |z_i - z_j| for the pairs (i, i + half)."""
+    dx = (x[:half] - x[half : 2 * half]).abs().mean()
+    dz = (z[:half] - z[half : 2 * half]).abs().mean()
+    return dx / dz
+
+
 class Trainer:
     """One training run, built whole at construction: data, G, D, G_ema, optimisers.
 
@@ -108,7 +118,10 @@ class Trainer:
     stop the run. Checkpoints are written under `run_dir/checkpoints` and handed to the callbacks.
     The global RNGs are seeded here, so construct a trainer just before running it. `limits` are
     the operator's bounds on the config (None: `Limits()`'s defaults); a device this machine
-    lacks is a ConfigError here, not a torch error later.
+    lacks is a ConfigError here, not a torch error later. With `variety_every` on (the default
+    for a small data set) the variety judge is fitted here too (~1 s for digits, once per
+    process) and G_ema's `class_accuracy`, `variety`, `variety_min` and `nearest_real` join the
+    metrics.
     """
 
     def __init__(
@@ -133,8 +146,13 @@ class Trainer:
         random.seed(cfg.seed)
         self.dataset = dataset if dataset is not None else build_dataset(cfg)
         cfg.num_classes = self.dataset.num_classes
+        if cfg.variety_every is None:
+            judged = judged_by_default(self.dataset)
+            cfg.variety_every = VARIETY_LOGS * cfg.log_every if judged else 0
+        self.judge = VarietyJudge.for_dataset(self.dataset) if cfg.variety_every else None
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.sampler = BatchSampler(self.dataset, cfg.batch_size, self.device, self.data_gen)
+        self.augment = parse_policy(cfg.diff_augment)  # () for none: D sees images unchanged
         self.G: Generator = build_generator(cfg).to(self.device)
         self.D = Discriminator(cfg.num_classes, cfg.resolution, cfg.d_ch).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
@@ -159,10 +177,11 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location=self.device)
         saved = ckpt["config"]
         for name in ARCH_FIELDS:
-            if saved.get(name) != getattr(self.config, name):
+            was = saved.get(name) if saved.get(name) is not None else LEGACY_ARCH.get(name)
+            if was != getattr(self.config, name):
                 raise ConfigError(
                     name,
-                    f"checkpoint {path} was trained with {name}={saved.get(name)!r}, "
+                    f"checkpoint {path} was trained with {name}={was!r}, "
                     f"the config says {getattr(self.config, name)!r}",
                 )
         self.G.load_state_dict(ckpt["G"])
@@ -188,13 +207,16 @@ class Trainer:
         """d_steps discriminator updates, then one generator update; returns detached statistics."""
         cfg, G, D = self.config, self.G, self.D
         D.requires_grad_(True)
+        if cfg.class_warmup:  # the step being taken is self.step + 1
+            D.class_weight = min(1.0, (self.step + 1) / cfg.class_warmup)
         for _ in range(cfg.d_steps):
             x_real, y_real = self.sampler.next()  # (B, 3, R, R), (B,)
             z, y_fake = self._latent()
             with torch.no_grad(), self.autocast:
                 x_fake = G(z, y_fake)  # (B, 3, R, R)
             with self.autocast:
-                logits = D(torch.cat([x_real, x_fake]), torch.cat([y_real, y_fake])).float()
+                x = diff_augment(torch.cat([x_real, x_fake]), self.augment)  # (2B, 3, R, R)
+                logits = D(x, torch.cat([y_real, y_fake])).float()
             real_logits, fake_logits = logits.chunk(2)  # (B,), (B,)
             d_loss = d_hinge_loss(real_logits, fake_logits)
             self.opt_d.zero_grad(set_to_none=True)
@@ -202,11 +224,21 @@ class Trainer:
             self.opt_d.step()
         D.requires_grad_(False)  # no D weight gradients during the G step
         z, y_fake = self._latent()
+        half = cfg.batch_size // 2 if cfg.diversity_weight else 0
+        if half:  # pairs (i, i + half) share a class: their z differ, their images should too
+            y_fake = torch.cat([y_fake[:half], y_fake[:half], y_fake[2 * half :]])
         with self.autocast:
-            g_logits = D(G(z, y_fake), y_fake).float()
+            x_fake = G(z, y_fake)  # (B, 3, R, R)
+            g_logits = D(diff_augment(x_fake, self.augment), y_fake).float()
         g_loss = g_hinge_loss(g_logits)
+        loss = g_loss
+        stats = {}
+        if half:
+            spread = mode_seeking_ratio(x_fake.float(), z, half)
+            loss = g_loss + cfg.diversity_weight / (spread + 1e-5)
+            stats["g_spread"] = spread.detach()
         self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        loss.backward()
         self.opt_g.step()
         D.requires_grad_(True)
         return {
@@ -214,6 +246,7 @@ class Trainer:
             "g_loss": g_loss.detach(),
             "d_real": real_logits.detach().mean(),
             "d_fake": fake_logits.detach().mean(),
+            **stats,
         }
 
     # -- the loop -----------------------------------------------------------------------------
@@ -262,8 +295,12 @@ class Trainer:
                 metrics["tflops"] = self.flops_per_step * window / max(elapsed, 1e-9) / 1e12
                 metrics["lr_g"] = self.opt_g.param_groups[0]["lr"]
                 metrics["lr_d"] = self.opt_d.param_groups[0]["lr"]
+                if self._variety_due(step, final):  # on the same line when the steps meet
+                    metrics.update(self._variety_metrics())
                 self._emit_metrics(step, metrics)
                 sums, window, t0 = {}, 0, time.perf_counter()
+            elif self._variety_due(step, final):
+                self._emit_metrics(step, self._variety_metrics())
             if cfg.sample_every and (step % cfg.sample_every == 0 or final):
                 self._samples(step)
             tags = set()
@@ -290,6 +327,15 @@ class Trainer:
             for name, value in gammas.items():
                 out[prefix if len(gammas) == 1 else f"{prefix}/{name}"] = value
         return out
+
+    def _variety_due(self, step: int, final: bool) -> bool:
+        every = self.config.variety_every
+        return bool(self.judge and every and (step % every == 0 or final))
+
+    def _variety_metrics(self) -> dict[str, float]:
+        """G_ema judged on 20 samples per class from a fixed seed: the points of a curve."""
+        scores = self.judge.score(self.G_ema, seed=0)
+        return {k: scores[k] for k in ("class_accuracy", "variety", "variety_min", "nearest_real")}
 
     def _emit_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.callbacks.on_metrics(step, metrics)

@@ -95,16 +95,17 @@ def test_resolved_fills_preset_widths_and_tiny_ema_but_keeps_user_values():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("steps", True, "must be an integer (got True)"),
-        ("batch_size", False, "must be an integer (got False)"),
+        ("steps", True, "must be an integer (got true)"),
+        ("batch_size", False, "must be an integer (got false)"),
         ("resolution", 32.0, "must be an integer (got 32.0)"),
         ("steps", 100.5, "must be an integer (got 100.5)"),
         ("download", 1, "must be true or false (got 1)"),
-        ("lr_g", True, "must be a number (got True)"),
+        ("lr_g", True, "must be a number (got true)"),
         ("lr_g", "1e-4", "must be a number (got '1e-4')"),
-        ("steps", None, "must be an integer, not null"),
+        ("z_dim", None, "must be an integer, not null"),  # steps may be null: from the preset
         ("steps", [1], "must be an integer (got [1])"),
-        ("dataset", {"name": "digits"}, "must be a string (got {'name': 'digits'})"),
+        ("dataset", {"name": "digits"}, 'must be a string (got {"name": "digits"})'),
+        ("dataset", ["digits"], 'must be a string (got ["digits"])'),
     ],
 )
 def test_wrong_json_types_are_refused_naming_the_field(field, value, message):
@@ -171,3 +172,83 @@ def test_integers_too_large_to_store_or_seed_are_refused(field, value, limit):
 def test_largest_storable_integers_are_accepted():
     cfg = TrainConfig.from_dict({"steps": 2**31 - 1, "seed": 2**32 - 1}).validate()
     assert (cfg.steps, cfg.seed) == (2**31 - 1, 2**32 - 1)
+
+
+# -- helpful messages: the closest key, JSON not Python, every field described -----------------
+
+
+@pytest.mark.parametrize(
+    ("key", "closest"),
+    [("batchsize", "batch_size"), ("stepz", "steps"), ("BatchSize", "batch_size"),
+     ("learning-rate-g", None), ("lr-d", "lr_d"), ("resolutoin", "resolution")],
+)  # fmt: skip
+def test_an_unknown_key_names_the_closest_known_key(key, closest):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({key: 1})
+    assert e.value.field == key
+    if closest is None:
+        assert e.value.message == (
+            f"unknown config key '{key}'; the keys are: {', '.join(TrainConfig.field_names())}"
+        )
+    else:
+        assert e.value.message == f"unknown config key '{key}'; did you mean '{closest}'?"
+
+
+def test_several_unknown_keys_are_named_each_with_its_closest_key():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"stepz": 1, "dataset": "digits", "batchsize": 2})
+    assert e.value.field == "batchsize"  # the first, sorted
+    assert e.value.message == (
+        "unknown config keys 'batchsize' (did you mean 'batch_size'?), "
+        "'stepz' (did you mean 'steps'?)"
+    )
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({f"x{i}": i for i in range(8)} | {"k" * 100_000: 0})
+    assert "and 4 more" in e.value.message and len(e.value.message) < 1000
+
+
+def test_messages_show_values_as_json_not_python():
+    cases = [
+        (TrainConfig(dataset="digits", download=True), "download", "(got true)"),
+        (TrainConfig(num_classes=[10]), "num_classes", "(got [10])"),
+        (TrainConfig(preset=["tiny"]), "preset", '(got ["tiny"])'),
+        (TrainConfig(z_dim=None), "z_dim", "must be an integer, not null"),
+    ]
+    for cfg, field, text in cases:
+        with pytest.raises(ConfigError) as e:
+            cfg.validate()
+        assert e.value.field == field and text in e.value.message
+        for python in ("None", "True", "False", "['"):
+            assert python not in str(e.value)
+
+
+def test_an_integer_too_large_for_a_float_field_is_refused_not_an_overflow():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"lr_g": 10**400})
+    assert e.value.field == "lr_g"
+    assert e.value.message.startswith("must be a finite number (got 1000")
+    assert e.value.message.endswith("... (401 characters))")
+
+
+@pytest.mark.parametrize("device", ["cuda:\u0663", "cuda:\u00b2", "cuda:", "gpu"])
+def test_a_device_index_is_ascii_digits(device):
+    with pytest.raises(ConfigError, match="device"):
+        TrainConfig(device=device).validate()
+    TrainConfig(device="cuda:12").validate()
+
+
+def test_every_field_has_a_description_and_its_choices_are_the_ones_validate_takes():
+    from sagan_core.config import CHOICES, DESCRIPTIONS
+
+    assert sorted(DESCRIPTIONS) == sorted(TrainConfig.field_names())
+    assert all(text.strip() and "None" not in text for text in DESCRIPTIONS.values())
+    assert "paper 64, tiny 32" in DESCRIPTIONS["batch_size"]  # preset defaults spelled out
+    for field, choices in CHOICES.items():
+        for value in choices:  # taken (a refusal may name what it needs: data_root, ...)
+            try:
+                TrainConfig(**{field: value, "data_root": "x"}).validate()
+            except ConfigError as e:
+                assert e.field != field, str(e)
+        with pytest.raises(ConfigError) as e:
+            TrainConfig(**{field: "x" if isinstance(choices[0], str) else 48}).validate()
+        assert e.value.field == field
