@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
 
 from api.config_schema import document_train_config
@@ -94,7 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="SAGAN training service",
         summary="Train class-conditional Self-Attention GANs and sample the trained models.",
         version="0.1.0",
-        docs_url="/docs",
+        # /docs and /redoc are served by api.routes.dashboard from vendored assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "jobs", "description": "training and evaluation jobs"},
             {"name": "models", "description": "trained generators: samples, checkpoints"},
@@ -116,4 +119,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

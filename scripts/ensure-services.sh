@@ -27,6 +27,15 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1; } ||
     echo "could not install docker-compose; the compose test will skip" >&2
 fi
+# Debian's chromium and chromium-driver drive the dashboard in a real browser (tests/dashboard).
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } &&
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing chromium and chromium-driver (Debian packages) for the dashboard tests"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } ||
+    echo "could not install chromium; the dashboard tests will skip" >&2
+fi
 for _ in $(seq 1 50); do
   if up 5432 && up 6379 && up "$MOTO_PORT"; then exit 0; fi
   sleep 0.2
