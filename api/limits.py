@@ -27,6 +27,7 @@ from api.deps import OwnerDep
 from store.jobs import JobNotFound
 
 MAX_BODY_SETTING = "SAGAN_MAX_BODY_BYTES"
+MAX_UPLOAD_SETTING = "SAGAN_MAX_DATASET_BYTES"
 # store.models.new_id: uuid4().hex, 32 lowercase hex digits.
 ID_RE = re.compile(r"[0-9a-f]{32}")
 SHOWN_ID_CHARS = 64
@@ -59,23 +60,28 @@ def _content_length(scope: Scope) -> int | None:
 class BodySizeLimit:
     """413 for a request body over `max_body_bytes`, without reading the rest of it."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, uploads: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.uploads = uploads or {}  # POST path -> its own limit (streamed uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
+        setting = MAX_BODY_SETTING
+        if scope.get("method") == "POST" and scope.get("path") in self.uploads:
+            limit, setting = self.uploads[scope["path"]], MAX_UPLOAD_SETTING
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             # The app never runs, so nothing calls receive: the body is not read at all.
             await _send_json(
                 send,
                 413,
-                f"request body too large: {declared} bytes, the limit is {limit} "
-                f"({MAX_BODY_SETTING})",
+                f"request body too large: {declared} bytes, the limit is {limit} ({setting})",
                 close=True,
             )
             return
@@ -98,7 +104,7 @@ class BodySizeLimit:
                             send,
                             413,
                             f"request body too large: over {limit} bytes, the limit is {limit} "
-                            f"({MAX_BODY_SETTING})",
+                            f"({setting})",
                             close=True,
                         )
                     raise BodyTooLarge

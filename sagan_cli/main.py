@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from sagan_cli import remote
+from sagan_cli import datasets, remote
 
 app = typer.Typer(
     help="SAGAN training service. `sagan up` runs everything on this machine.",
@@ -483,6 +483,7 @@ def pack(ctx: typer.Context) -> None:
 
 
 remote.register(app)  # jobs, models, login, logout: a client of a running service
+datasets.register(app)  # datasets upload|list|show|delete
 
 if __name__ == "__main__":
     app()

@@ -3,7 +3,8 @@
 What a stored dataset's pack job runs: `detect_format` tells an archive from anything else by its
 first bytes; `pack_source` validates every image (decodable, RGB or convertible to it, at least
 one class) and writes one packed file (sagan_core.data's format, read as a memmap) per resolution,
-streaming: one image in memory at a time, whatever the archive's size.
+streaming: one image in memory at a time, whatever the archive's size. Importing it costs only
+the standard library (the API detects formats with it); numpy, PIL and torch come when packing.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-import numpy as np
-
-from .data import IMAGE_SUFFIXES, PACK_MAGIC, DatasetError
-
 FORMATS = ("zip", "tar", "tar.gz", "packed")
 # Bytes `detect_format` needs to see (a tar header's "ustar" magic sits at offset 257).
 HEAD_BYTES = 512
+PACK_MAGIC = b"SAGANPK1"  # sagan_core.data.PACK_MAGIC (held equal by tests/core/test_archive.py)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # sagan_core.data.IMAGE_SUFFIXES
+
+
+def _error(message: str) -> Exception:
+    from .data import DatasetError  # torch: only where packing happens
+
+    return DatasetError(message)
 
 
 def detect_format(head: bytes) -> str | None:
@@ -75,7 +80,7 @@ def _classes_of(names: list[str]) -> tuple[list[str], list[int]]:
         parts = [p[1:] for p in parts]
     loose = [n for n, p in zip(names, parts, strict=True) if len(p) < 2]
     if loose:
-        raise DatasetError(
+        raise _error(
             f"image {loose[0]!r} is not in a class folder; the archive must hold one folder of "
             "images per class"
         )
@@ -87,6 +92,7 @@ def _classes_of(names: list[str]) -> tuple[list[str], list[int]]:
 
 def _decode(data: BinaryIO, name: str, resolutions: list[int]) -> dict[int, bytes]:
     """Decode one image, convert to RGB, resize the shorter side and center-crop per resolution."""
+    import numpy as np
     from PIL import Image
 
     try:
@@ -94,7 +100,7 @@ def _decode(data: BinaryIO, name: str, resolutions: list[int]) -> dict[int, byte
             im.load()
             rgb = im.convert("RGB")
     except Exception as e:  # PIL raises several types for bad files
-        raise DatasetError(f"image {name!r} cannot be decoded as RGB: {e}") from e
+        raise _error(f"image {name!r} cannot be decoded as RGB: {e}") from e
     out = {}
     for r in resolutions:
         w, h = rgb.size
@@ -111,6 +117,8 @@ class _HashedWriter:
     """A packed file written front to back, hashed as it goes."""
 
     def __init__(self, path: Path, resolution: int, classes: list[str], labels: list[int]):
+        import numpy as np
+
         self.path, self.resolution = path, resolution
         self.sha = hashlib.sha256()
         self.size = 0
@@ -136,26 +144,26 @@ def read_packed_header(path: str | Path) -> tuple[dict, int]:
     path = Path(path)
     with open(path, "rb") as f:
         if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
-            raise DatasetError("not a packed dataset file (wrong magic)")
+            raise _error("not a packed dataset file (wrong magic)")
         raw = f.read(4)
         if len(raw) < 4:
-            raise DatasetError("packed file is truncated (no header)")
+            raise _error("packed file is truncated (no header)")
         (n,) = struct.unpack("<I", raw)
         if n > 1 << 26:
-            raise DatasetError(f"packed file header of {n} bytes is not plausible")
+            raise _error(f"packed file header of {n} bytes is not plausible")
         try:
             header = json.loads(f.read(n))
             r, count, classes = header["resolution"], header["count"], header["class_names"]
         except (ValueError, KeyError, TypeError) as e:
-            raise DatasetError(f"packed file header is corrupt: {e}") from e
+            raise _error(f"packed file header is corrupt: {e}") from e
     offset = len(PACK_MAGIC) + 4 + n
     ok = isinstance(r, int) and r > 0 and isinstance(count, int) and count >= 0
     if not ok or not isinstance(classes, list):
-        raise DatasetError("packed file header is corrupt: resolution, count or class_names")
+        raise _error("packed file header is corrupt: resolution, count or class_names")
     expected = offset + 8 * count + count * 3 * r * r
     actual = path.stat().st_size
     if actual != expected:
-        raise DatasetError(
+        raise _error(
             f"packed file is {actual} bytes but its header says {count} images at {r} px "
             f"({expected} bytes): truncated or corrupt"
         )
@@ -177,9 +185,9 @@ def _archive_members(path: Path, fmt: str) -> Iterator[tuple[str, Callable[[], B
                 yield member.name, lambda m=member, t=t: t.extractfile(m)
 
 
-def _corrupt(e: Exception) -> DatasetError:
+def _corrupt(e: Exception) -> Exception:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return DatasetError(f"archive is corrupt or truncated: {text}")
+    return _error(f"archive is corrupt or truncated: {text}")
 
 
 def pack_source(
@@ -195,28 +203,30 @@ def pack_source(
     source, out_dir = Path(source), Path(out_dir)
     resolutions = sorted(set(resolutions))
     if not resolutions:
-        raise DatasetError("no resolution asked for")
+        raise _error("no resolution asked for")
     if fmt == "packed":
         return _repack(source, resolutions, out_dir, progress)
     if fmt not in FORMATS:
-        raise DatasetError(f"unknown source format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise _error(f"unknown source format {fmt!r}; known: {', '.join(FORMATS)}")
     try:
         names = [name for name, _ in _archive_members(source, fmt) if _is_image(name)]
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as e:
         raise _corrupt(e) from e
     if not names:
-        raise DatasetError(
+        raise _error(
             "the archive holds no images (PNG/JPEG) in class folders; at least one class is needed"
         )
     classes, labels = _classes_of(names)
     writers = {r: _HashedWriter(out_dir / f"r{r}.pack", r, classes, labels) for r in resolutions}
+    from .data import DatasetError
+
     done = 0
     try:
         for name, opener in _archive_members(source, fmt):
             if not _is_image(name):
                 continue
             if done >= len(names):
-                raise DatasetError("the archive changed while it was read")
+                raise _error("the archive changed while it was read")
             with opener() as f:
                 for r, data in _decode(f, name, resolutions).items():
                     writers[r].write(data)
@@ -240,15 +250,16 @@ def _repack(
     progress: Callable[[int, int], None] | None,
 ) -> PackSummary:
     """A packed file: checked whole; other resolutions are resized from it (its own is itself)."""
+    import numpy as np
     from PIL import Image
 
     header, offset = read_packed_header(source)
     r0, count, classes = header["resolution"], header["count"], list(header["class_names"])
     if count == 0 or not classes:
-        raise DatasetError("the packed file holds no images; at least one class is needed")
+        raise _error("the packed file holds no images; at least one class is needed")
     labels = np.fromfile(source, dtype="<i8", count=count, offset=offset)
     if labels.min() < 0 or labels.max() >= len(classes):
-        raise DatasetError("packed file labels are out of range of its class names: corrupt")
+        raise _error("packed file labels are out of range of its class names: corrupt")
     images = np.memmap(
         source, dtype=np.uint8, mode="r", offset=offset + 8 * count, shape=(count, 3, r0, r0)
     )

@@ -28,7 +28,7 @@ SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (QUEUED, RUNNING, CANCELLING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-KINDS = ("train", "evaluate")
+KINDS = ("train", "evaluate", "pack")  # pack: a stored dataset made ready (worker)
 WORKER_LOST = "worker_lost"  # the event kind of each loss; their count is the retry budget spent
 
 

@@ -1,4 +1,4 @@
-"""Tables: jobs, their events and metrics, checkpoints, and models (trained generators)."""
+"""Tables: jobs, their events and metrics, checkpoints, models (trained generators), datasets."""
 
 from __future__ import annotations
 
@@ -157,3 +157,34 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Dataset(Base):
+    """A stored dataset: an uploaded source (archive or packed file) and its packed files.
+
+    uploading -> packing -> ready | failed. `packed` maps a resolution ("64") to its packed file:
+    {"key", "size", "sha256"}; workers cache a packed file by its sha256.
+    """
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_datasets_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="uploading")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it failed
+    source_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    source_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)  # the source
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its SHA-256
+    resolutions: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
+    class_names: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    class_counts: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
+    image_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    packed: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    pack_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

@@ -8,7 +8,8 @@ from store.settings import Settings
 
 TRAIN_TASK = "sagan.train"
 EVALUATE_TASK = "sagan.evaluate"
-TASK_FOR_KIND = {"train": TRAIN_TASK, "evaluate": EVALUATE_TASK}
+PACK_TASK = "sagan.pack"
+TASK_FOR_KIND = {"train": TRAIN_TASK, "evaluate": EVALUATE_TASK, "pack": PACK_TASK}
 BROKER_TIMEOUT_S = 3  # a broker that is down answers nothing; callers must not hang on it
 
 

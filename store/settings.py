@@ -88,6 +88,31 @@ class Settings(BaseSettings):
     sample_cache_size: int = 8
     max_samples_per_request: int = 256
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted, in bytes")
+    # Stored datasets (POST /datasets): uploads stream to storage; workers cache packed files.
+    max_dataset_bytes: int = Field(
+        100 * 2**30, ge=1, description="Largest dataset upload (POST /datasets), in bytes"
+    )
+    dataset_part_bytes: int = Field(
+        8 * 2**20,
+        ge=5 * 2**20,
+        description="Part size of a dataset upload's multipart upload to S3 (the API holds one)",
+    )
+    dataset_import_prefixes: Annotated[list[str], NoDecode] = Field(
+        ["imports/"],
+        description="Storage key prefixes of objects a user may register as a dataset "
+        "(POST /datasets/register), a JSON list or comma-separated",
+    )
+    dataset_resolutions_max: int = Field(
+        4, ge=1, description="Resolutions one dataset may be packed at"
+    )
+    dataset_cache_dir: Path | None = Field(
+        None, description="A worker's cache of packed datasets; default <data_dir>/dataset-cache"
+    )
+    dataset_cache_bytes: int = Field(
+        50 * 2**30,
+        ge=0,
+        description="Size cap of the worker's dataset cache; least recently used files go first",
+    )
 
     # Limits on what one job may ask for (issue #10); defaults: sagan_core.config.Limits.
     max_batch_size: int = Field(
@@ -129,6 +154,16 @@ class Settings(BaseSettings):
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
 
+    @field_validator("dataset_import_prefixes", mode="before")
+    @classmethod
+    def _split_prefixes(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+
     @field_validator("admin_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -141,6 +176,9 @@ class Settings(BaseSettings):
 
     def resolved_storage_dir(self) -> Path:
         return (self.storage_dir or self.data_dir / "storage").resolve()
+
+    def resolved_dataset_cache_dir(self) -> Path:
+        return (self.dataset_cache_dir or self.data_dir / "dataset-cache").resolve()
 
     def broker_dir(self) -> Path:
         return (self.data_dir / "broker").resolve()

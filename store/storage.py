@@ -13,6 +13,15 @@ class StorageError(RuntimeError):
     pass
 
 
+class Upload(Protocol):
+    """An object written in parts (S3 multipart, or a local .part file); nothing is visible at
+    its key until `complete`; `abort` drops what was written."""
+
+    def write_part(self, data: bytes) -> None: ...
+    def complete(self) -> None: ...
+    def abort(self) -> None: ...
+
+
 class Storage(Protocol):
     def put_file(self, key: str, path: Path) -> int: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -24,6 +33,8 @@ class Storage(Protocol):
     def list(self, prefix: str) -> list[str]: ...
     def url(self, key: str, expires_s: int = 3600) -> str | None: ...
     def check(self) -> None: ...
+    def upload(self, key: str) -> Upload: ...
+    def size(self, key: str) -> int | None: ...
 
 
 def _clean_key(key: str) -> str:
@@ -31,6 +42,55 @@ def _clean_key(key: str) -> str:
     if not key or ".." in key.split("/"):
         raise StorageError(f"invalid storage key {key!r}")
     return key
+
+
+class _LocalUpload:
+    def __init__(self, dest: Path):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.dest, self.tmp = dest, dest.with_name(dest.name + ".part")
+        self.file = self.tmp.open("wb")
+
+    def write_part(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def complete(self) -> None:
+        self.file.close()
+        self.tmp.replace(self.dest)
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class _S3Upload:
+    """An S3 multipart upload: each part (>= 5 MiB but the last) is sent as it comes."""
+
+    def __init__(self, client, bucket: str, key: str):  # noqa: ANN001
+        self.client, self.bucket, self.key = client, bucket, key
+        self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        self.parts: list[dict] = []
+
+    def write_part(self, data: bytes) -> None:
+        number = len(self.parts) + 1
+        r = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+        )
+        self.parts.append({"ETag": r["ETag"], "PartNumber": number})
+
+    def complete(self) -> None:
+        if not self.parts:  # S3 refuses a multipart upload of no parts: an empty object
+            self.write_part(b"")
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )
+
+    def abort(self) -> None:
+        self.client.abort_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+        )
 
 
 class LocalStorage:
@@ -97,6 +157,13 @@ class LocalStorage:
     def check(self) -> None:
         if not self.root.is_dir():
             raise StorageError(f"storage directory {self.root} is missing")
+
+    def upload(self, key: str) -> Upload:
+        return _LocalUpload(self._path(key))
+
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
 
 
 class S3Storage:
@@ -189,6 +256,19 @@ class S3Storage:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as e:  # botocore raises several unrelated types here
             raise StorageError(f"bucket {self.bucket!r} not reachable: {e}") from e
+
+    def upload(self, key: str) -> Upload:
+        return _S3Upload(self.client, self.bucket, self._key(key))
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"]
+            )
+        except ClientError:
+            return None
 
 
 def storage_from_settings(settings: Settings) -> Storage:

@@ -110,8 +110,8 @@ def migrated_postgres_url(postgres_url: str) -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE jobs, job_events, metrics, checkpoints, models, workers, api_tokens "
-                "CASCADE"
+                "TRUNCATE jobs, job_events, metrics, checkpoints, models, workers, api_tokens, "
+                "datasets CASCADE"
             )
         )
     engine.dispose()

@@ -11,7 +11,7 @@ import logging
 
 from celery import signals
 
-from store.queue import EVALUATE_TASK, TRAIN_TASK, celery_for, enqueue_job
+from store.queue import EVALUATE_TASK, PACK_TASK, TRAIN_TASK, celery_for, enqueue_job
 from store.settings import get_settings
 from worker import tasks
 from worker.callbacks import worker_shutting_down
@@ -57,6 +57,13 @@ def train(job_id: str) -> str | None:
 @app.task(name=EVALUATE_TASK, ignore_result=True)
 def evaluate(job_id: str) -> str | None:
     return None if _pass_on(job_id, "evaluate") else tasks.evaluate_job(job_id, settings)
+
+
+@app.task(name=PACK_TASK, ignore_result=True)
+def pack(job_id: str) -> str | None:
+    from worker.datasets import pack_job
+
+    return None if _pass_on(job_id, "pack") else pack_job(job_id, settings)
 
 
 if not logging.getLogger().handlers:  # the app keeps Celery off the root logger; give ours one

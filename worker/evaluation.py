@@ -62,8 +62,10 @@ def train_evaluator(
     config,  # noqa: ANN001  (the run's resolved TrainConfig)
     settings: Settings,
     storage: Storage,
+    reference_key: str | None = None,
 ) -> Callable[[int, object], dict[str, float]]:
-    """The trainer's evaluator, its reference statistics cached in object storage."""
+    """The trainer's evaluator, its reference statistics cached in object storage (a stored
+    dataset's under `reference_key`, its content hash)."""
     from sagan_core import evaluate
 
     return evaluate.make_training_evaluator(
@@ -72,6 +74,7 @@ def train_evaluator(
         weights_path=local_inception_weights(settings, storage),
         cache=StorageStatsCache(storage),
         metrics=TRAIN_EVAL_METRICS,
+        reference_key=reference_key,
     )
 
 
@@ -81,8 +84,14 @@ def evaluate_model(
     settings: Settings,
     storage: Storage,
     device: str,
+    job_id: str | None = None,
 ) -> dict[str, float]:
-    """IS/FID/KID (per-class FID for job_config["classes"]) of a stored model's EMA generator."""
+    """IS/FID/KID (per-class FID for job_config["classes"]) of a stored model's EMA generator.
+
+    A stored reference dataset comes from this machine's dataset cache, its statistics keyed by
+    its content hash."""
+    import dataclasses
+
     from sagan_core import evaluate
     from sagan_core.checkpoint import load_generator
     from sagan_core.data import build_dataset
@@ -90,7 +99,24 @@ def evaluate_model(
     weights = local_inception_weights(settings, storage)
     G, cfg, _ = load_generator(checkpoint, device=device)
     ref_cfg = cfg.reference_data(job_config.get("dataset"), job_config.get("data_root"))
-    dataset = build_dataset(ref_cfg)
+    if job_config.get("dataset_id"):
+        ref_cfg.dataset_id = job_config["dataset_id"]
+    if ref_cfg.dataset == "stored":
+        from worker.datasets import stored_dataset
+
+        with stored_dataset(
+            settings, storage, job_id or "", ref_cfg.dataset_id, ref_cfg.resolution
+        ) as local:
+            packed = dataclasses.replace(ref_cfg, dataset="packed", data_root=str(local.path))
+            return _score(G, cfg, build_dataset(packed), local.reference_key, job_config,
+                          weights, device, storage)  # fmt: skip
+    key = evaluate.config_reference_key(ref_cfg)
+    return _score(G, cfg, build_dataset(ref_cfg), key, job_config, weights, device, storage)
+
+
+def _score(G, cfg, dataset, key, job_config, weights, device, storage) -> dict[str, float]:  # noqa: ANN001
+    from sagan_core import evaluate
+
     n = int(job_config.get("samples") or cfg.eval_samples)
     classes = job_config.get("classes") or None
     images, labels = evaluate.reference_subset(
@@ -100,7 +126,7 @@ def evaluate_model(
         evaluate.evaluate_generator(
             G,
             images,
-            evaluate.config_reference_key(ref_cfg),
+            key,
             n,
             metrics=tuple(job_config.get("metrics") or EVAL_METRICS),
             weights_path=weights,

@@ -10,12 +10,14 @@ worker.celery_app registers them as Celery tasks; tests call them directly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -197,6 +199,7 @@ def _train(
     last_checkpoint_step = row["checkpoint_step"]
     callbacks = None
     run_dir = _run_dir(settings, job_id)
+    uses = ExitStack()  # a stored dataset stays in use (not evicted from the cache) until the end
     try:
         # Checked again here, with this worker's settings: the job may have been queued before
         # the operator tightened the limits or the data roots.
@@ -204,12 +207,24 @@ def _train(
         cfg = TrainConfig.from_dict(row["config"]).validate(limits).resolved()
         cfg = check_data_location(cfg, settings.resolved_data_roots(), settings.private_paths())
         cfg.device = job_device(settings, cfg.device)
-        dataset = build_dataset(cfg)
+        reference_key = None
+        if cfg.dataset == "stored":  # the packed file from this machine's cache, memory-mapped
+            from worker.datasets import stored_dataset
+
+            local = uses.enter_context(
+                stored_dataset(settings, storage, job_id, cfg.dataset_id, cfg.resolution)
+            )
+            packed = dataclasses.replace(cfg, dataset="packed", data_root=str(local.path))
+            dataset, reference_key = build_dataset(packed), local.reference_key
+        else:
+            dataset = build_dataset(cfg)
         evaluator = None
         if cfg.eval_every:
             from worker.evaluation import train_evaluator
 
-            evaluator = train_evaluator(dataset, cfg, settings, storage)
+            evaluator = train_evaluator(
+                dataset, cfg, settings, storage, reference_key=reference_key
+            )
         resume = None
         if row["checkpoint_key"]:
             resume = run_dir / "resume.pt"
@@ -246,6 +261,7 @@ def _train(
             settings, job_id, worker, jobs.FAILED, failure_message(e, last_checkpoint_step)
         )
     finally:
+        uses.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
     def final_progress(session) -> None:  # noqa: ANN001  (with the last measured speed)
@@ -292,7 +308,9 @@ def evaluate_job(job_id: str, settings: Settings) -> str | None:
                 key, step = model.checkpoint_key, model.step
             checkpoint = run_dir / "model.pt"
             storage.download(key, checkpoint)
-            results = evaluate_model(checkpoint, config, settings, storage, job_device(settings))
+            results = evaluate_model(
+                checkpoint, config, settings, storage, job_device(settings), job_id=job_id
+            )
 
             def record(session) -> None:  # noqa: ANN001
                 write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])

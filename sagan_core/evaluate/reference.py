@@ -130,6 +130,11 @@ def _count_of(images: torch.Tensor | Iterable[torch.Tensor], count: int | None) 
     return count
 
 
+def _array_batches(images: np.ndarray, batch_size: int) -> Iterable[torch.Tensor]:
+    for start in range(0, len(images), batch_size):
+        yield torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+
+
 def reference_statistics(
     extractor: FeatureExtractor,
     images: torch.Tensor | Iterable[torch.Tensor],
@@ -150,6 +155,9 @@ def reference_statistics(
     """
     if classes and labels is None:
         raise EvaluationError("per-class FID needs the labels of the reference images")
+    if isinstance(images, np.ndarray):  # a packed dataset's memmap: read batch by batch
+        count = len(images) if count is None else count
+        images = _array_batches(images, batch_size)
     if labels is not None:
         labels = torch.as_tensor(labels).cpu()
     use_cache = cache is not None and reference_key is not None

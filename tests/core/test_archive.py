@@ -136,3 +136,16 @@ def test_bad_sources_fail_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "cut.pack").write_bytes(packed[:-10])
     with pytest.raises(DatasetError, match="truncated or corrupt"):
         pack_source(tmp_path / "cut.pack", "packed", [32], out)
+
+
+def test_format_detection_imports_no_torch_and_agrees_with_the_core() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, sagan_core.archive; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the API detects formats without loading torch
+    from sagan_core import archive, data
+
+    assert archive.PACK_MAGIC == data.PACK_MAGIC
+    assert archive.IMAGE_SUFFIXES == data.IMAGE_SUFFIXES

@@ -4,7 +4,9 @@ from sqlalchemy import create_engine, inspect
 
 from store.migrate import downgrade, upgrade
 
-TABLES = {"jobs", "job_events", "metrics", "checkpoints", "models", "workers", "api_tokens"}
+TABLES = {
+    "jobs", "job_events", "metrics", "checkpoints", "models", "workers", "api_tokens", "datasets",
+}  # fmt: skip
 
 
 def _tables(url: str) -> set[str]:

@@ -1,0 +1,428 @@
+"""Datasets: upload an archive of class folders (or a packed file), list, show, delete.
+
+`POST /datasets` streams the request body to object storage in parts (S3 multipart): the API
+holds one part (SAGAN_DATASET_PART_BYTES) at a time and writes nothing to its own disk. The first
+bytes decide the format (zip, tar, tar.gz, packed); anything else is a 415 before any storage is
+written. A `pack` job then checks and packs it on a worker. Every read filters by owner: another
+user's dataset is a 404, like a missing one, and no job of theirs can name it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from api.deps import OwnerDep, ServicesDep, SessionDep
+from api.errors import PROTECTED_RESPONSES, InvalidField, Responses, error
+from store import datasets as stored
+from store import jobs as job_states
+from store import queue
+from store.models import Dataset, Job
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=PROTECTED_RESPONSES)
+NO_DATASET_404: Responses = {
+    404: error("no such dataset (or another user's): `dataset '<id or name>' not found`")
+}
+DatasetRef = Annotated[
+    str, Path(max_length=64, description="the dataset's id, or its name (yours only)")
+]
+UPLOAD_413: Responses = {
+    413: error("the upload is over SAGAN_MAX_DATASET_BYTES (the connection is closed)")
+}
+
+
+class ClassCount(BaseModel):
+    name: str
+    count: int
+
+
+class PackedOut(BaseModel):
+    size_bytes: int
+    sha256: str
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    state: str = Field(description="uploading, packing, ready or failed")
+    reason: str | None = Field(None, description="why it failed (one line)")
+    source_format: str | None = Field(None, description="zip, tar, tar.gz or packed")
+    size_bytes: int = Field(description="size of the uploaded source")
+    content_hash: str | None = Field(None, description="SHA-256 of the uploaded source")
+    resolutions: list[int]
+    classes: list[ClassCount]
+    image_count: int
+    packed: dict[str, PackedOut] = Field(description="packed files by resolution")
+    pack_job_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+
+
+class DatasetRegister(BaseModel):
+    name: str = Field(max_length=64)
+    key: str = Field(max_length=1024, description="an object key under an allowed prefix")
+    resolutions: list[int] = Field(default_factory=list, max_length=8)
+
+
+def dataset_out(ds: Dataset) -> DatasetOut:
+    return DatasetOut(
+        id=ds.id,
+        name=ds.name,
+        state=ds.state,
+        reason=ds.reason,
+        source_format=ds.source_format,
+        size_bytes=ds.size_bytes,
+        content_hash=ds.content_hash,
+        resolutions=list(ds.resolutions or []),
+        classes=[
+            ClassCount(name=n, count=c)
+            for n, c in zip(ds.class_names or [], ds.class_counts or [], strict=False)
+        ],
+        image_count=ds.image_count,
+        packed={
+            r: PackedOut(size_bytes=p["size"], sha256=p["sha256"])
+            for r, p in (ds.packed or {}).items()
+        },
+        pack_job_id=ds.pack_job_id,
+        created_at=ds.created_at,
+        updated_at=ds.updated_at,
+    )
+
+
+def owned(session: Session, owner: str, ref: str) -> Dataset:
+    try:
+        return stored.owned_dataset(session, owner, ref)
+    except stored.DatasetNotFound:
+        raise HTTPException(404, f"dataset {ref[:64]!r} not found") from None
+
+
+def _check_request(
+    services: Any, owner: str, name: str, resolutions: list[int], field: str
+) -> list[int]:
+    from sagan_core.config import RESOLUTIONS
+
+    if problem := stored.name_problem(name):
+        raise InvalidField("name", problem)
+    resolutions = sorted(set(resolutions))
+    bad = [r for r in resolutions if r not in RESOLUTIONS]
+    if bad:
+        raise InvalidField(
+            field, f"must be among {', '.join(map(str, RESOLUTIONS))} (got {bad[0]})"
+        )
+    most = services.settings.dataset_resolutions_max
+    if len(resolutions) > most:
+        raise InvalidField(field, f"at most {most} (SAGAN_DATASET_RESOLUTIONS_MAX)")
+    return resolutions
+
+
+def _new_row(services: Any, owner: str, name: str, resolutions: list[int], **fields: Any) -> str:
+    """Check quota and name, insert the `uploading` row; its id."""
+    with services.sessionmaker() as session:
+        active = session.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner == owner, Job.state.in_(job_states.ACTIVE))
+        ).scalar_one()
+        limit = services.settings.max_active_jobs
+        if active >= limit:
+            raise HTTPException(
+                429,
+                f"{owner} has {active} active jobs, the limit is {limit} (SAGAN_MAX_ACTIVE_JOBS); "
+                "a dataset is packed by a job of its own",
+            )
+        try:
+            ds = stored.create_dataset(session, owner, name, resolutions, **fields)
+            session.commit()
+        except IntegrityError:
+            raise HTTPException(409, f"you already have a dataset named {name!r}") from None
+        return ds.id
+
+
+def _drop_row(services: Any, dataset_id: str) -> None:
+    with services.sessionmaker() as session:
+        ds = session.get(Dataset, dataset_id)
+        if ds is not None:
+            session.delete(ds)
+            session.commit()
+
+
+def _start_packing(services: Any, dataset_id: str, owner: str, **fields: Any) -> DatasetOut:
+    """The source is stored: `packing`, and a pack job to do it."""
+    with services.sessionmaker() as session:
+        ds = session.get(Dataset, dataset_id)
+        if ds is None:  # deleted while it uploaded
+            raise HTTPException(409, "the dataset was deleted while it uploaded")
+        for name, value in fields.items():
+            setattr(ds, name, value)
+        job, _ = job_states.create_job(
+            session,
+            owner=owner,
+            kind="pack",
+            config={"dataset_id": ds.id, "name": ds.name, "resolutions": list(ds.resolutions)},
+            total_steps=0,
+        )
+        ds.state, ds.pack_job_id = stored.PACKING, job.id
+        session.commit()
+        try:
+            queue.enqueue_job(services.settings, job.id, "pack")
+        except Exception as e:  # the dispatcher sends queued jobs once the broker is back
+            log.warning("pack job %s: broker unavailable (%s)", job.id, e)
+        return dataset_out(ds)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    summary="Upload a dataset: a zip/tar(.gz) of class folders or a packed file",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+    responses={
+        400: error("an empty body"),
+        409: error("you already have a dataset of that name"),
+        **UPLOAD_413,
+        415: error("the body is not a zip, tar, tar.gz or packed file (from its first bytes)"),
+        429: error("the caller has SAGAN_MAX_ACTIVE_JOBS queued or running jobs"),
+    },
+)
+async def upload_dataset(
+    request: Request,
+    owner: OwnerDep,
+    services: ServicesDep,
+    response: Response,
+    name: Annotated[str, Query(max_length=64, description="unique among your datasets")],
+    resolution: Annotated[
+        list[int] | None,
+        Query(description="resolutions to pack at (repeat it); default 32, or a packed file's own"),
+    ] = None,
+) -> DatasetOut:
+    """The body is the file itself (any Content-Type), streamed to object storage; `201` with
+    the dataset in `packing` and its `pack_job_id`. Follow the pack job (`GET /jobs/<id>`) or
+    the dataset until it is `ready` (or `failed`, with the `reason`)."""
+    from sagan_core.archive import HEAD_BYTES, detect_format
+
+    settings = services.settings
+    resolutions = _check_request(services, owner, name, resolution or [], "resolution")
+    dataset_id = await run_in_threadpool(_new_row, services, owner, name, resolutions)
+    storage = services.storage
+    part_bytes, limit = settings.dataset_part_bytes, settings.max_dataset_bytes
+    sha, size, buf = hashlib.sha256(), 0, bytearray()
+    upload, fmt = None, None
+
+    async def flush(final: bool = False) -> None:
+        while len(buf) >= part_bytes or (final and buf):
+            n = min(part_bytes, len(buf))
+            part = bytes(buf[:n])
+            del buf[:n]
+            await run_in_threadpool(upload.write_part, part)
+
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(
+                    413, f"upload over {limit} bytes, the limit (SAGAN_MAX_DATASET_BYTES)"
+                )
+            sha.update(chunk)
+            buf += chunk
+            if upload is None and len(buf) >= HEAD_BYTES:
+                fmt = _format_of(bytes(buf[:HEAD_BYTES]), detect_format)
+                key = stored.source_key(dataset_id, fmt)
+                upload = await run_in_threadpool(storage.upload, key)
+            if upload is not None and len(buf) >= part_bytes:
+                await flush()
+        if size == 0:
+            raise HTTPException(400, "empty body: send the archive or packed file as the body")
+        if upload is None:  # shorter than HEAD_BYTES
+            fmt = _format_of(bytes(buf), detect_format)
+            upload = await run_in_threadpool(storage.upload, stored.source_key(dataset_id, fmt))
+        await flush(final=True)
+        await run_in_threadpool(upload.complete)
+    except BaseException as e:
+        if upload is not None:
+            try:
+                await run_in_threadpool(upload.abort)
+            except Exception:
+                log.warning("dataset %s: could not abort the upload", dataset_id, exc_info=True)
+        await run_in_threadpool(_drop_row, services, dataset_id)
+        if isinstance(e, ClientDisconnect):
+            raise HTTPException(400, "the client went away before the upload ended") from None
+        raise
+    out = await run_in_threadpool(
+        _start_packing,
+        services,
+        dataset_id,
+        owner,
+        source_format=fmt,
+        source_key=stored.source_key(dataset_id, fmt),
+        size_bytes=size,
+        content_hash=sha.hexdigest(),
+    )
+    response.headers["Location"] = f"/datasets/{out.id}"
+    return out
+
+
+def _format_of(head: bytes, detect: Any) -> str:
+    fmt = detect(head)
+    if fmt is None:
+        raise HTTPException(
+            415,
+            "not an archive: the body must be a zip, tar or tar.gz of class folders, or a "
+            "packed file made by `sagan pack` (told from its first bytes)",
+        )
+    return fmt
+
+
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=DatasetOut,
+    summary="Register an object already in the bucket as a dataset",
+    responses={
+        404: error("no object at that key"),
+        409: error("you already have a dataset of that name"),
+        429: error("the caller has SAGAN_MAX_ACTIVE_JOBS queued or running jobs"),
+    },
+)
+def register_dataset(
+    body: DatasetRegister, owner: OwnerDep, services: ServicesDep, response: Response
+) -> DatasetOut:
+    """An archive or packed file someone put in object storage (e.g. with `aws s3 cp`) under one
+    of SAGAN_DATASET_IMPORT_PREFIXES; packed by a pack job as an upload is. The object is
+    left where it is (deleting the dataset does not delete it)."""
+    resolutions = _check_request(services, owner, body.name, body.resolutions, "resolutions")
+    key = body.key.lstrip("/")
+    prefixes = services.settings.dataset_import_prefixes
+    if ".." in key.split("/") or not any(p and key.startswith(p) for p in prefixes):
+        raise InvalidField(
+            "key", f"must lie under one of {prefixes} (SAGAN_DATASET_IMPORT_PREFIXES)"
+        )
+    size = services.storage.size(key)
+    if size is None:
+        raise HTTPException(404, f"no object at {key[:200]!r}")
+    dataset_id = _new_row(services, owner, body.name, resolutions)
+    out = _start_packing(services, dataset_id, owner, source_key=key, size_bytes=size)
+    response.headers["Location"] = f"/datasets/{out.id}"
+    return out
+
+
+@router.get("", response_model=DatasetList, summary="List your datasets")
+def list_datasets(session: SessionDep, owner: OwnerDep) -> DatasetList:
+    """The caller's datasets, newest first, each with its state, classes and packed files."""
+    return DatasetList(items=[dataset_out(d) for d in stored.list_datasets(session, owner)])
+
+
+@router.get(
+    "/{ref}", response_model=DatasetOut, summary="Read a dataset (by id or name)",
+    responses=NO_DATASET_404,
+)  # fmt: skip
+def read_dataset(ref: DatasetRef, session: SessionDep, owner: OwnerDep) -> DatasetOut:
+    """State (`failed` with its `reason`), classes with counts, image count, resolutions, source
+    size and content hash."""
+    return dataset_out(owned(session, owner, ref))
+
+
+@router.delete(
+    "/{ref}",
+    status_code=204,
+    summary="Delete a dataset and its stored files",
+    responses={**NO_DATASET_404, 409: error("a queued or running job uses it")},
+)
+def delete_dataset(
+    ref: DatasetRef, session: SessionDep, owner: OwnerDep, services: ServicesDep
+) -> Response:
+    """Refused (`409`, naming the jobs) while a queued or running job uses it, its pack job
+    included; a registered source object outside `datasets/` stays in the bucket."""
+    ds = owned(session, owner, ref)
+    using = stored.jobs_using(session, ds)
+    if using:
+        ids = ", ".join(j.id for j in using[:5])
+        raise HTTPException(409, f"dataset {ds.name!r} is used by active jobs: {ids}")
+    keys = [p["key"] for p in (ds.packed or {}).values()] + [ds.source_key]
+    own_prefix = f"datasets/{ds.id}/"
+    session.delete(ds)
+    session.commit()
+    for key in {k for k in keys if k and k.startswith(own_prefix)}:
+        try:
+            services.storage.delete(key)
+        except Exception:  # the row is gone; an orphan object is only space
+            log.warning("dataset %s: could not delete %s", ds.id, key, exc_info=True)
+    return Response(status_code=204)
+
+
+# -- jobs that name a stored dataset ----------------------------------------------------------
+
+
+def stored_dataset_fields(
+    session: Session, owner: str, ref: str, resolution: int | None, field: str
+) -> dict[str, Any]:
+    """The config fields of the caller's ready dataset `ref` (id or name) at `resolution` (None:
+    its only or largest one): `dataset: stored`, `dataset_id`, `resolution`, `num_classes`. Another
+    user's dataset is refused exactly like a missing one (422 naming `field`)."""
+    try:
+        ds = stored.owned_dataset(session, owner, ref)
+    except stored.DatasetNotFound:
+        raise InvalidField(
+            field, f"no dataset {ref[:64]!r}: neither a built-in one nor one of your datasets"
+        ) from None
+    if ds.state != stored.READY:
+        why = f" ({ds.reason})" if ds.reason else ""
+        raise InvalidField(field, f"dataset {ds.name!r} is {ds.state}{why}, not ready")
+    have = sorted(int(r) for r in ds.packed)
+    if resolution is None:
+        resolution = have[-1]
+    if resolution not in have:
+        raise InvalidField(
+            "config.resolution" if field.startswith("config") else field,
+            f"dataset {ds.name!r} is packed at {', '.join(map(str, have))} px, not {resolution}",
+        )
+    return {
+        "dataset": "stored",
+        "dataset_id": ds.id,
+        "resolution": resolution,
+        "num_classes": len(ds.class_names),
+    }
+
+
+def resolve_train_config(session: Session, owner: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A train config whose `dataset` is not a built-in one names a stored dataset: filled in."""
+    from sagan_core.config import DATASETS
+
+    name = config.get("dataset")
+    if not isinstance(name, str) or (name in DATASETS and name != "stored"):
+        return config
+    ref = config.get("dataset_id") if name == "stored" else name
+    if not isinstance(ref, str) or not ref:
+        return config  # the core says what is missing
+    resolution = config.get("resolution")
+    fields = stored_dataset_fields(
+        session, owner, ref, resolution if isinstance(resolution, int) else None, "config.dataset"
+    )
+    given = config.get("num_classes")
+    if given is not None and given != fields["num_classes"]:
+        raise InvalidField(
+            "config.num_classes",
+            f"dataset {ref!r} has {fields['num_classes']} classes (got {given})",
+        )
+    return {**config, **fields}

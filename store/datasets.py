@@ -1,0 +1,100 @@
+"""Stored datasets: rows owned like jobs, their states, and which jobs use them.
+
+uploading -> packing -> ready | failed. Every read of a user's dataset filters by owner, so
+another user's dataset is a missing one. A job uses a dataset when its config names it
+(`dataset_id`: train and evaluate jobs; the pack job that packs it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.jobs import ACTIVE
+from store.models import Dataset, Job
+
+UPLOADING, PACKING, READY, FAILED = "uploading", "packing", "ready", "failed"
+STATES = (UPLOADING, PACKING, READY, FAILED)
+# A name a person types: letters, digits, '.', '_', '-'; never 32 hex digits (that is an id).
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class DatasetNotFound(LookupError):
+    pass
+
+
+class DatasetInUse(RuntimeError):
+    pass
+
+
+def source_key(dataset_id: str, fmt: str) -> str:
+    return f"datasets/{dataset_id}/source.{fmt}"
+
+
+def packed_key(dataset_id: str, resolution: int) -> str:
+    return f"datasets/{dataset_id}/packed-r{resolution}.pack"
+
+
+def name_problem(name: str) -> str | None:
+    if ID_RE.match(name):
+        return "must not look like an id (32 hex digits)"
+    if not NAME_RE.match(name):
+        return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    return None
+
+
+def create_dataset(
+    session: Session, owner: str, name: str, resolutions: list[int], **fields: Any
+) -> Dataset:
+    """A new row in `uploading`; IntegrityError (flush) when the owner has that name."""
+    ds = Dataset(owner=owner, name=name, state=UPLOADING, resolutions=resolutions, **fields)
+    session.add(ds)
+    session.flush()
+    return ds
+
+
+def by_name(session: Session, owner: str, name: str) -> Dataset | None:
+    return session.execute(
+        select(Dataset).where(Dataset.owner == owner, Dataset.name == name)
+    ).scalar_one_or_none()
+
+
+def owned_dataset(session: Session, owner: str, ref: str) -> Dataset:
+    """The owner's dataset by id or name; anyone else's is DatasetNotFound, as a missing one."""
+    ds = session.get(Dataset, ref) if ID_RE.match(ref) else None
+    if ds is None or ds.owner != owner:
+        ds = by_name(session, owner, ref)
+    if ds is None:
+        raise DatasetNotFound(ref)
+    return ds
+
+
+def list_datasets(session: Session, owner: str) -> list[Dataset]:
+    return list(
+        session.execute(
+            select(Dataset).where(Dataset.owner == owner).order_by(Dataset.created_at.desc())
+        ).scalars()
+    )
+
+
+def jobs_using(session: Session, ds: Dataset) -> list[Job]:
+    """The owner's active jobs whose config names the dataset (active jobs per owner are few:
+    SAGAN_MAX_ACTIVE_JOBS), and its pack job while it runs."""
+    active = session.execute(
+        select(Job).where(Job.owner == ds.owner, Job.state.in_(ACTIVE))
+    ).scalars()
+    return [j for j in active if (j.config or {}).get("dataset_id") == ds.id]
+
+
+def set_state(session: Session, dataset_id: str, state: str, **fields: Any) -> Dataset | None:
+    ds = session.get(Dataset, dataset_id)
+    if ds is None:
+        return None
+    ds.state = state
+    for name, value in fields.items():
+        setattr(ds, name, value)
+    return ds
