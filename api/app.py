@@ -15,7 +15,7 @@ from api.config_schema import document_train_config
 from api.deps import Services
 from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
-from api.routes import dashboard, health, jobs, models
+from api.routes import dashboard, datasets, health, jobs, models
 from sagan_core.config import shown
 from store.jobs import InvalidTransition, JobNotFound
 from store.settings import Settings, get_settings
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "jobs", "description": "training and evaluation jobs"},
             {"name": "models", "description": "trained generators: samples, checkpoints"},
+            {"name": "datasets", "description": "stored datasets: upload, pack, list, delete"},
             {"name": "health", "description": "liveness and readiness probes"},
         ],
     )
@@ -114,10 +115,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     # Outermost last: the body cap first, then NUL bytes; both answer before any route runs.
     app.add_middleware(RejectNulBytes)
-    app.add_middleware(BodySizeLimit, max_body_bytes=app.state.services.settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=app.state.services.settings.max_body_bytes,
+        # a dataset upload streams to storage: its own, larger limit
+        uploads={"/datasets": app.state.services.settings.max_dataset_bytes},
+    )
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(datasets.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app
