@@ -11,42 +11,10 @@ from pathlib import Path
 
 from .checkpoint import newest_checkpoint_file
 from .classes import ClassError, resolve_class
-from .config import PRESET_TRAINING, ConfigError, TrainConfig
+from .config import DESCRIPTIONS, ConfigError, TrainConfig
 from .data import DatasetError, build_dataset
 from .run_dir import RunDirectoryWriter
 from .trainer import Trainer, TrainerCallbacks
-
-HELP = {
-    "dataset": "digits | cifar10 | cifar100 | folder | packed | synthetic",
-    "data_root": "dataset directory (folder, cifar) or packed file",
-    "preset": "tiny | paper (default: tiny for digits, else paper)",
-    "device": "auto | cpu | cuda | cuda:N | mps",
-    "precision": "fp32 | bf16",
-    **{
-        name: "default from the preset: "
-        + ", ".join(
-            f"{p} {v[name] if v[name] != '' else 'none'}" for p, v in PRESET_TRAINING.items()
-        )
-        for name in (
-            "batch_size",
-            "lr_g",
-            "lr_d",
-            "ema_decay",
-            "ema_start",
-            "steps",
-            "checkpoint_every",
-            "sample_every",
-            "z_mode",
-            "diff_augment",
-            "class_warmup",
-            "diversity_weight",
-        )
-    },
-    "g_ch": "default from the preset and resolution",
-    "d_ch": "default from the preset and resolution",
-    "num_classes": "default from the dataset",
-    "variety_every": "default: every 4 log lines on a small data set (digits), else off; 0: off",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,7 +60,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             p.add_argument(
-                flag, type=base, default=None, help=HELP.get(f.name, f"default {f.default}")
+                flag, type=base, default=None, help=DESCRIPTIONS.get(f.name, f"default {f.default}")
             )
 
 

@@ -118,8 +118,10 @@ def _token(database_url: str) -> str:
 
 
 @contextmanager
-def _api(database_url: str, broker_url: str | None, workdir: Path, workers: int) -> Iterator[str]:
-    """The real API in a subprocess on a free loopback port; its base URL."""
+def _api(
+    database_url: str, broker_url: str | None, workdir: Path, workers: int
+) -> Iterator[tuple[str, int]]:
+    """The real API in a subprocess on a free loopback port; its base URL and process id."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAGAN_")}
     env.update(
         SAGAN_DATA_DIR=str(workdir / "data"),
@@ -151,7 +153,7 @@ def _api(database_url: str, broker_url: str | None, workdir: Path, workers: int)
             if time.monotonic() > deadline:
                 raise SystemExit(f"the API did not answer within 60 s:\n{_tail(workdir)}")
             time.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -160,6 +162,20 @@ def _api(database_url: str, broker_url: str | None, workdir: Path, workers: int)
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children (uvicorn's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def _tail(workdir: Path) -> str:
@@ -204,6 +220,7 @@ class Phase:
     errors: dict[str, int] = field(default_factory=dict)  # reason: count
     wall_s: float = 0.0
     stopped_early: bool = False
+    api_cpu_s: float | None = None  # the API process's CPU seconds during the phase
 
     def error(self, reason: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
@@ -226,6 +243,9 @@ class Phase:
             "throughput_rps": round(n / self.wall_s, 1) if self.wall_s else None,
             "wall_s": round(self.wall_s, 2),
             "stopped_early": self.stopped_early,
+            "api_cpu_ms_per_request": (
+                round(1000 * self.api_cpu_s / n, 2) if self.api_cpu_s is not None and n else None
+            ),
         }
 
 
@@ -397,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
             upgrade(url)
             if args.auth_header is None:
                 args.auth_header = {"Authorization": f"Bearer {_token(url)}"}
-            with _api(url, args.broker_url, workdir, args.api_workers) as base:
+            with _api(url, args.broker_url, workdir, args.api_workers) as (base, api_pid):
                 with httpx.Client(base_url=base, headers=args.auth_header, timeout=30) as http:
                     r = http.post("/jobs", json=TRAIN_BODY)
                     if r.status_code != 201:
@@ -417,10 +437,14 @@ def main(argv: list[str] | None = None) -> dict:
                     _, warm = check(http, 0)  # an untimed read: connections, caches, a check
                 if warm:
                     raise SystemExit(f"the first metrics read failed: {warm}\n{_tail(workdir)}")
+                cpu0 = _cpu_seconds(api_pid)
                 _run_phase(
                     reads, base, args.auth_header, args.clients, args.clients * args.requests,
                     check, deadline, args.request_timeout,
                 )  # fmt: skip
+                # The API's own CPU per request: what latency costs on a machine the load
+                # generator does not share.
+                reads.api_cpu_s = _cpu_seconds(api_pid) - cpu0
                 posts = Phase("POST /jobs")
                 if args.jobs:
                     _run_phase(
@@ -458,7 +482,12 @@ def _report(result: dict) -> None:
             f"{ph['wall_s']} s ({ph['throughput_rps']}/s), errors {ph['errors']}"
             f"{' ' + json.dumps(ph['error_kinds']) if ph['errors'] else ''}, "
             f"p50 {ph['p50_ms']} ms, p99 {ph['p99_ms']} ms, max {ph['max_ms']} ms"
-            f"{' (stopped at --time-limit)' if ph['stopped_early'] else ''}",
+            + (
+                f", API CPU {ph['api_cpu_ms_per_request']} ms/request"
+                if ph.get("api_cpu_ms_per_request") is not None
+                else ""
+            )
+            + f"{' (stopped at --time-limit)' if ph['stopped_early'] else ''}",
             flush=True,
         )
 

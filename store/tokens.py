@@ -111,7 +111,7 @@ def identify(session: Session, token: str, admin_token: str | None = None) -> Id
     last = row.last_used_at
     if (
         last is None
-        or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).seconds > 60
+        or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60
     ):
         session.execute(  # at most a write a minute per token
             update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
