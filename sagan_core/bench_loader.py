@@ -59,6 +59,18 @@ def sampler_rate(path: Path, resolution: int, batch: int, device: torch.device, 
     return n * batch / (time.perf_counter() - start)
 
 
+def gather_rate(path: Path, resolution: int, batch: int, seconds: float) -> float:
+    """The host's part alone (random indices, gather from the memmap into one array): what a GPU
+    step waits for; the uint8 -> float conversion runs on the GPU there."""
+    ds = build_dataset(TrainConfig(dataset="packed", data_root=str(path), resolution=resolution))
+    rng = np.random.default_rng(0)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        np.ascontiguousarray(ds.images[rng.integers(0, len(ds), batch)])
+        n += 1
+    return n * batch / (time.perf_counter() - start)
+
+
 def train_rate(resolution: int, batch: int, device: torch.device, steps: int) -> float:
     from .trainer import Trainer
 
@@ -96,10 +108,13 @@ def main(argv: list[str] | None = None) -> dict:
         path = write_random_packed(Path(tmp) / "bench.pack", args.images, args.resolution)
         size_mb = path.stat().st_size / 1e6
         loader = sampler_rate(path, args.resolution, args.batch_size, device, args.seconds)
+        gather = gather_rate(path, args.resolution, args.batch_size, args.seconds)
     out = {"device": str(device), "resolution": args.resolution, "batch_size": args.batch_size,
-           "packed_mb": round(size_mb, 1), "loader_images_per_s": round(loader, 1)}  # fmt: skip
+           "packed_mb": round(size_mb, 1), "loader_images_per_s": round(loader, 1),
+           "host_gather_images_per_s": round(gather, 1)}  # fmt: skip
     what = f"{args.images} images at {args.resolution} px, batch {args.batch_size}, {device}"
     print(f"loader: {loader:,.0f} images/s from a {size_mb:.0f} MB packed memmap ({what})")
+    print(f"host gather alone (what a GPU step waits for): {gather:,.0f} images/s")
     train = args.train_images_per_s
     if train is None and args.measure_train:
         batch = args.train_batch_size or args.batch_size
