@@ -380,12 +380,18 @@ def stored_dataset_fields(
     """The config fields of the caller's ready dataset `ref` (id or name) at `resolution` (None:
     its only or largest one): `dataset: stored`, `dataset_id`, `resolution`, `num_classes`. Another
     user's dataset is refused exactly like a missing one (422 naming `field`)."""
+    from sagan_core.config import DATASETS, shown
+
     try:
         ds = stored.owned_dataset(session, owner, ref)
     except stored.DatasetNotFound:
-        raise InvalidField(
-            field, f"no dataset {ref[:64]!r}: neither a built-in one nor one of your datasets"
-        ) from None
+        builtin = ", ".join(d for d in DATASETS if d != "stored")
+        yours = "the id or name of one of your datasets"
+        if field == "dataset":  # an evaluation's reference data
+            message = f"unknown dataset {ref[:64]!r}; known: {builtin}, or {yours}"
+        else:
+            message = f"must be one of {builtin}, or {yours} (got {shown(ref)})"
+        raise InvalidField(field, message) from None
     if ds.state != stored.READY:
         why = f" ({ds.reason})" if ds.reason else ""
         raise InvalidField(field, f"dataset {ds.name!r} is {ds.state}{why}, not ready")
@@ -413,8 +419,8 @@ def resolve_train_config(session: Session, owner: str, config: dict[str, Any]) -
     if not isinstance(name, str) or (name in DATASETS and name != "stored"):
         return config
     ref = config.get("dataset_id") if name == "stored" else name
-    if not isinstance(ref, str) or not ref:
-        return config  # the core says what is missing
+    if not isinstance(ref, str) or not ref or len(ref) > 64:
+        return config  # the core says what is missing or too long
     resolution = config.get("resolution")
     fields = stored_dataset_fields(
         session, owner, ref, resolution if isinstance(resolution, int) else None, "config.dataset"
