@@ -38,7 +38,7 @@ format: install-dev
 	$(BIN)/ruff format .
 
 test: install-dev services lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m sagan_core.bench $(BENCH_ARGS)

@@ -48,6 +48,19 @@ def reset_service_caches() -> None:
     reset_caches()
 
 
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the one long CPU-bound test
+# (training the default digits job, #11: minutes on one torch thread) on one, and every other test,
+# in order, on the other, so the service tests (which share Redis db 13 and the moto server) never
+# run at the same time as each other. Without xdist the marker does nothing.
+ALONE = ("tests/core/test_quality.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        alone = item.nodeid.split("::")[0] in ALONE
+        item.add_marker(pytest.mark.xdist_group("alone" if alone else "suite"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _aws_test_credentials() -> None:
     # moto accepts any credentials; boto3 must find some and must not read the developer's.
