@@ -162,8 +162,11 @@ class LocalStorage:
         return _LocalUpload(self._path(key))
 
     def size(self, key: str) -> int | None:
-        path = self._path(key)
-        return path.stat().st_size if path.is_file() else None
+        try:
+            path = self._path(key)
+            return path.stat().st_size if path.is_file() else None
+        except (OSError, ValueError, StorageError):  # a name too long for the filesystem, ...
+            return None
 
 
 class S3Storage:

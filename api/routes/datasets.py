@@ -314,7 +314,8 @@ def register_dataset(
     resolutions = _check_request(services, owner, body.name, body.resolutions, "resolutions")
     key = body.key.lstrip("/")
     prefixes = services.settings.dataset_import_prefixes
-    if ".." in key.split("/") or not any(p and key.startswith(p) for p in prefixes):
+    bad = ".." in key.split("/") or "\x00" in key
+    if bad or not any(p and key.startswith(p) for p in prefixes):
         raise InvalidField(
             "key", f"must lie under one of {prefixes} (SAGAN_DATASET_IMPORT_PREFIXES)"
         )
