@@ -25,6 +25,7 @@ from api.limits import JobIdPath
 from api.sampling import etag_matches
 from api.schemas import (
     EventOut,
+    JobContinue,
     JobCreate,
     JobList,
     JobOut,
@@ -37,7 +38,7 @@ from sagan_core.classes import ClassError, resolve_class
 from sagan_core.config import shown
 from store import jobs as job_states
 from store import queue
-from store.checkpoints import job_models
+from store.checkpoints import job_models, newest_checkpoint
 from store.metrics import metric_names as stored_metric_names
 from store.metrics import read_metrics
 from store.models import Job, JobEvent, Model
@@ -98,6 +99,8 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         latest_model_id=models["latest"].id if "latest" in models else None,
         best_model_id=models["best"].id if "best" in models else None,
         model_id=job.model_id,
+        continued_from=job.continued_from,
+        continued_from_step=job.continued_from_step,
     )
 
 
@@ -149,12 +152,17 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
     model = session.get(Model, body.model_id)
     if model is None or model.owner != owner:
         raise HTTPException(404, f"model {body.model_id!r} not found")
-    if body.dataset is not None and body.dataset not in DATASETS:
-        raise InvalidField(
-            "dataset", f"unknown dataset {body.dataset!r}; known: {', '.join(DATASETS)}"
-        )
     trained = session.get(Job, model.job_id)  # the model's job: same owner, kept with the model
-    reference = TrainConfig.from_dict(trained.config).reference_data(body.dataset)
+    stored = None
+    if body.dataset is not None and (body.dataset not in DATASETS or body.dataset == "stored"):
+        from api.routes.datasets import stored_dataset_fields  # one of the caller's datasets
+
+        stored = stored_dataset_fields(session, owner, body.dataset, model.resolution, "dataset")
+    reference = TrainConfig.from_dict(trained.config).reference_data(
+        stored["dataset"] if stored else body.dataset
+    )
+    if stored:
+        reference.dataset_id = stored["dataset_id"]
     classes = None
     if body.classes is not None:
         try:
@@ -174,6 +182,7 @@ def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dic
         "samples": samples,
         "dataset": reference.dataset,
         "data_root": reference.data_root,
+        "dataset_id": reference.dataset_id,
         "classes": classes,
     }
     return config, model.step, model.id
@@ -228,7 +237,10 @@ def create_job(
         for name in ("model_id", "samples", "dataset", "classes"):
             if getattr(body, name) is not None:
                 raise InvalidField(name, "only for evaluate jobs; a training job takes `config`")
-        config, total_steps = _validated_train_config(body.config or {}, services.settings)
+        from api.routes.datasets import resolve_train_config  # a stored dataset, by id or name
+
+        config = resolve_train_config(session, owner, body.config or {})
+        config, total_steps = _validated_train_config(config, services.settings)
         model_id = None
     else:
         if body.config is not None:
@@ -288,7 +300,7 @@ def list_jobs(
     identity: IdentityDep,
     state: Annotated[StateName | None, Query(description="only jobs in this state")] = None,
     kind: Annotated[
-        Literal["train", "evaluate"] | None, Query(description="only jobs of this kind")
+        Literal["train", "evaluate", "pack"] | None, Query(description="only jobs of this kind")
     ] = None,
     all_owners: Annotated[
         bool, Query(description="admins only: everyone's jobs, not just the caller's")
@@ -346,6 +358,140 @@ def cancel_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOu
     session.commit()
     session.refresh(job)
     return job_out(job, job_models(session, job.id))
+
+
+# Kept from the checkpoint whatever the config says: the optimisers' state carries their learning
+# rates and betas, and the saved random state goes on where it stopped.
+CARRIED_BY_CHECKPOINT = {
+    "lr_g": "the optimiser state in the checkpoint keeps its learning rate",
+    "lr_d": "the optimiser state in the checkpoint keeps its learning rate",
+    "beta1": "the optimiser state in the checkpoint keeps its betas",
+    "beta2": "the optimiser state in the checkpoint keeps its betas",
+    "seed": "the random state in the checkpoint goes on where it stopped",
+}
+
+
+def _continued_config(
+    old: dict[str, Any], body: JobContinue, checkpoint_step: int, settings: Settings
+) -> tuple[dict[str, Any], int]:
+    """The old job's config with the caller's changes and the new steps, validated; a change to
+    a field that shapes the networks or that the checkpoint carries on is refused naming it."""
+    from sagan_core.config import TrainConfig, shown
+    from sagan_core.trainer import ARCH_FIELDS  # torch: loaded only when a job is continued
+
+    overrides = dict(body.config or {})
+    if "steps" in overrides:
+        raise InvalidField("config.steps", "give the new total as `steps`, beside `config`")
+    if body.steps <= checkpoint_step:
+        raise InvalidField(
+            "steps",
+            f"must be more than the checkpoint's step {checkpoint_step} (got {body.steps}): "
+            "the new total, counted from the start of the first job",
+        )
+    try:
+        before = TrainConfig.from_dict(old).resolved().to_dict()
+    except (ValueError, TypeError):
+        before = dict(old)
+
+    def check_kept(config: dict[str, Any]) -> None:
+        for name in ARCH_FIELDS:  # None: from the data set; the trainer checks the checkpoint
+            if before.get(name) is not None and name in config and config[name] != before[name]:
+                raise InvalidField(
+                    f"config.{name}",
+                    f"{shown(config[name])} would change the architecture: the checkpoint was "
+                    f"trained with {name}={shown(before[name])}; start a new job for another one",
+                )
+        for name, why in CARRIED_BY_CHECKPOINT.items():
+            if before.get(name) is not None and name in config and config[name] != before[name]:
+                was, asked = shown(before[name]), shown(config[name])
+                raise InvalidField(
+                    f"config.{name}", f"cannot change when continuing ({was} -> {asked}): {why}"
+                )
+
+    check_kept(overrides)  # what the caller asked for, before it is validated with the rest
+    config, total_steps = _validated_train_config(
+        {**before, **overrides, "steps": body.steps}, settings
+    )
+    check_kept(config)  # and what resolving it gave
+    return config, total_steps
+
+
+@router.post(
+    "/{job_id}/continue",
+    status_code=201,
+    response_model=JobOut,
+    summary="Continue a training job from its newest checkpoint",
+    responses={
+        **NO_JOB_404,
+        409: error(
+            "the job has no checkpoint yet, is still active (queued or running), or is not a "
+            "train job"
+        ),
+        **BODY_413,
+        429: error("the caller has SAGAN_MAX_ACTIVE_JOBS queued or running jobs"),
+    },
+)
+def continue_job(
+    job_id: JobIdPath,
+    body: JobContinue,
+    session: SessionDep,
+    owner: OwnerDep,
+    services: ServicesDep,
+    response: Response,
+) -> JobOut:
+    """`201` with a new train job that starts from the old job's newest checkpoint and trains on
+    to `steps` (the step counter goes on: its metrics begin after the checkpoint's step), with
+    the old job's config and the changes in `config` (e.g. `d_steps`, `batch_size`,
+    `checkpoint_every`, `eval_every`). Fields that shape the networks (`resolution`,
+    `num_classes`, `g_ch`, `d_ch`, `z_dim`, ...) and those the checkpoint carries on (learning
+    rates, betas, seed) cannot change (422 naming the field). The new job's `continued_from`
+    names the old one; the old one is left as it is."""
+    job = owned_job(session, owner, job_id)
+    if job.kind != "train":
+        raise HTTPException(409, f"job {job.id} is an {job.kind} job; only train jobs continue")
+    if job.state in job_states.ACTIVE:
+        raise HTTPException(
+            409,
+            f"job {job.id} is {job.state}; continue it once it has ended (or cancel it: it "
+            "saves a checkpoint first)",
+        )
+    ckpt = newest_checkpoint(session, job.id)
+    if ckpt is None:
+        raise HTTPException(
+            409,
+            f"job {job.id} has no checkpoint to continue from (it {job.state} before its "
+            "first one); start a new job instead",
+        )
+    config, total_steps = _continued_config(job.config, body, ckpt.step, services.settings)
+    try:
+        new, _ = job_states.create_job(
+            session,
+            owner=owner,
+            kind="train",
+            config=config,
+            total_steps=total_steps,
+            max_active=services.settings.max_active_jobs,
+        )
+    except job_states.QuotaExceeded as e:
+        raise HTTPException(429, str(e)) from e
+    new.continued_from, new.continued_from_step, new.step = job.id, ckpt.step, ckpt.step
+    job_states.add_event(
+        session, new.id, "info", f"continues job {job.id} from its checkpoint at step {ckpt.step}"
+    )
+    session.commit()
+    try:
+        queue.enqueue_job(services.settings, new.id, new.kind)
+    except Exception as e:  # as in create_job: the dispatcher sends it once the broker is back
+        log.warning("job %s: broker unavailable (%s); the dispatcher will send it", new.id, e)
+        job_states.add_event(
+            session,
+            new.id,
+            "info",
+            f"the broker was unavailable ({type(e).__name__}); sent when it is back",
+        )
+        session.commit()
+    response.headers["Location"] = f"/jobs/{new.id}"
+    return job_out(new, {})
 
 
 @router.get(
@@ -448,11 +594,7 @@ def read_job_metrics(
             raise HTTPException(400, f"names: metric name too long (over 64 characters): {name!r}")
     if since_step is not None and until_step is not None and until_step < since_step:
         raise HTTPException(400, f"until_step ({until_step}) is before since_step ({since_step})")
-    unknown = [n for n in wanted if not metric_names.can_write(job.kind, n)]
-    if unknown:  # not a name of the kind: maybe one of the job's own, else a typo
-        present = stored_metric_names(session, job_id)
-        if unknown := [n for n in unknown if n not in present]:
-            raise HTTPException(400, _unknown_metrics(unknown, job.kind, present))
+    kind = job.kind
     # The job's metrics_version changes with every write, so a read of the same query at the
     # same version is the same bytes: many viewers of one run cost one query per log event.
     query = (tuple(wanted), since_step, until_step, max_points, format)
@@ -462,10 +604,18 @@ def read_job_metrics(
         return Response(status_code=304, headers={"ETag": etag})
 
     def render() -> tuple[bytes, str]:
+        can_write = metric_names.can_write
         with services.sessionmaker() as reader:
             series = read_metrics(
                 reader, job_id, wanted or None, since_step, until_step, max_points
             )
+            # A name with no rows here that the job's kind never writes is a typo unless the job
+            # has it outside the step window. Checked only on a render (a cache miss), so
+            # repeated reads of a custom name cost no extra query.
+            if odd := [n for n in wanted if not series.get(n) and not can_write(kind, n)]:
+                present = stored_metric_names(reader, job_id)
+                if unknown := [n for n in odd if n not in present]:
+                    raise HTTPException(400, _unknown_metrics(unknown, kind, present))
         for name in wanted:  # a requested name with no rows yet is an empty series, not missing
             series.setdefault(name, [])
         if format == "csv":

@@ -26,7 +26,10 @@ def _routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
     return [
         (
             method.upper(),
-            path.replace("{job_id}", SOME_ID).replace("{model_id}", SOME_ID).replace("{step}", "1"),
+            path.replace("{job_id}", SOME_ID)
+            .replace("{model_id}", SOME_ID)
+            .replace("{ref}", SOME_ID)
+            .replace("{step}", "1"),
         )
         for path, ops in app.openapi()["paths"].items()
         if path not in OPEN_ROUTES
@@ -37,9 +40,10 @@ def _routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
 def test_every_route_but_health_and_the_page_needs_a_token(embedded):
     anonymous = TestClient(embedded.client.app)
     routes = _routes(embedded.client.app)
-    # POST/GET /jobs, a job, its cancel, events, metrics, sample grids, a grid; models, a model,
-    # samples, attention, checkpoint: a new route joins this list, and the test, by itself.
-    assert len(routes) == 13, routes
+    # POST/GET /jobs, a job, its cancel, continue, events, metrics, sample grids, a grid; models,
+    # a model, samples, attention, checkpoint; POST/GET /datasets, register, GET/DELETE a dataset:
+    # a new route joins this list, and the test, by itself.
+    assert len(routes) == 19, routes
     for method, path in routes:
         r = anonymous.request(method, path)
         assert r.status_code == 401, (method, path, r.text)
