@@ -102,13 +102,13 @@ def test_a_finished_job_page_draws_curves_samples_and_attention(dashboard_servic
 
     # The jobs list shows the finished job; its page says where it ended.
     row = f"tr[data-id='{job}'] .state"
-    wait(browser, lambda d: text(d, row) == "succeeded", 30, "the job's row")
-    wait(browser, lambda d: shown_step(d) == 40, 30, "the job's step")
+    wait(browser, lambda d: text(d, row) == "succeeded", 90, "the job's row")
+    wait(browser, lambda d: shown_step(d) == 40, 90, "the job's step")
     assert "step 40/40" in browser.find_element(By.ID, "job-step").text
 
     # Losses on one plot with every logged point (uPlot's own data); other metrics on theirs.
     want = {"d_loss": logged, "g_loss": logged}
-    wait(browser, lambda d: chart(d, "losses") == want, 30, f"losses: {chart(browser, 'losses')}")
+    wait(browser, lambda d: chart(d, "losses") == want, 90, f"losses: {chart(browser, 'losses')}")
     charts = js(browser, "return Object.keys(window.sagan.charts)")
     assert {"losses", "d_outputs", "gammas", "speed"} <= set(charts), charts
     assert js(browser, COUNT, "[data-chart=losses] canvas") == 1
@@ -119,7 +119,7 @@ def test_a_finished_job_page_draws_curves_samples_and_attention(dashboard_servic
     over = browser.find_element(By.CSS_SELECTOR, "[data-chart=losses] .u-over")
     ActionChains(browser).move_to_element_with_offset(over, 40, 10).perform()
     legend = "[data-chart=losses] .u-legend .u-value"
-    values = wait(browser, lambda d: [v for v in js(d, TEXTS, legend) if v not in ("", "--")], 10)
+    values = wait(browser, lambda d: [v for v in js(d, TEXTS, legend) if v not in ("", "--")], 90)
     assert len(values) == 3, values
 
     # Smoothing: the same steps, smoothed values.
@@ -138,12 +138,12 @@ def test_a_finished_job_page_draws_curves_samples_and_attention(dashboard_servic
     # The job's grids over training (one every 10 steps), newest first shown, any one chosen.
     grids = svc.client.get(f"/jobs/{job}/samples").json()["items"]
     assert [g["step"] for g in grids] == [10, 20, 30, 40]
-    wait(browser, lambda d: image(d, "#grid-box img").get("ok"), 30, "the grid")
+    wait(browser, lambda d: image(d, "#grid-box img").get("ok"), 90, "the grid")
     assert image(browser, "#grid-box img")["path"].endswith("/samples/40")
     assert browser.find_element(By.ID, "grid-step").get_attribute("max") == "3"
     js(browser, SET_RANGE, "grid-step", "0")
     first = lambda d: image(d, "#grid-box img").get("path", "").endswith("/samples/10")  # noqa: E731
-    wait(browser, first, 20, "the first grid")
+    wait(browser, first, 90, "the first grid")
 
     # 16 samples of a class (seeds 0..15), each its own image.
     def tiles(d):  # noqa: ANN001, ANN202
@@ -196,19 +196,19 @@ def test_a_finished_job_page_draws_curves_samples_and_attention(dashboard_servic
     shoot("finished-job")
 
     # Polling a finished job costs a 304: the metrics ETag goes back as If-None-Match.
-    wait(browser, lambda d: js(d, "return window.sagan.stats.metrics304") >= 1, 20, "a 304")
+    wait(browser, lambda d: js(d, "return window.sagan.stats.metrics304") >= 1, 90, "a 304")
 
 
 def test_two_jobs_overlaid(dashboard_service, browser, shoot):
     svc = dashboard_service
     svc.wait_finished()
     open_page(browser, svc.base, f"job={svc.finished}")
-    wait(browser, lambda d: chart(d, "losses"), 30, "the losses chart")
+    wait(browser, lambda d: chart(d, "losses"), 90, "the losses chart")
     checkbox = f"tr[data-id='{svc.other}'] input.compare"
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, checkbox), 30)[0].click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, checkbox), 90)[0].click()
     a, b = svc.finished[:8], svc.other[:8]
     want = {f"{a} d_loss": 20, f"{a} g_loss": 20, f"{b} d_loss": 10, f"{b} g_loss": 10}
-    wait(browser, lambda d: chart(d, "losses") == want, 30, f"overlay: {chart(browser, 'losses')}")
+    wait(browser, lambda d: chart(d, "losses") == want, 90, f"overlay: {chart(browser, 'losses')}")
     assert chart(browser, "speed") == {f"{a} images_per_s": 20, f"{b} images_per_s": 10}
     assert f"compare={svc.other}" in browser.current_url
     assert b in browser.find_element(By.ID, "compare-note").text
@@ -216,7 +216,7 @@ def test_two_jobs_overlaid(dashboard_service, browser, shoot):
 
     # The overlay is in the page's link: opening it again shows both.
     open_page(browser, svc.base, f"job={svc.finished}&compare={svc.other}")
-    wait(browser, lambda d: chart(d, "losses") == want, 30, "the overlay from the link")
+    wait(browser, lambda d: chart(d, "losses") == want, 90, "the overlay from the link")
 
 
 def test_a_running_job_page_updates_itself(dashboard_service, browser, shoot):
@@ -255,5 +255,42 @@ def test_a_running_job_page_updates_itself(dashboard_service, browser, shoot):
     wait(browser, cancelled, 120, "cancelled on the page")
     final = svc.client.get(f"/jobs/{job}").json()
     assert final["state"] == "cancelled" and seen[0][1] < final["step"] < 400
-    wait(browser, lambda d: shown_step(d) == final["step"], 20, "the final step")
+    wait(browser, lambda d: shown_step(d) == final["step"], 90, "the final step")
     assert all(i["ok"] for i in js(browser, IMAGES))
+
+
+def _tiny_zip(classes: dict[str, int]) -> bytes:
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for c, (name, n) in enumerate(classes.items()):
+            for i in range(n):
+                png = io.BytesIO()
+                Image.new("RGB", (12, 10), (60 * c, 10 * i, 200)).save(png, "PNG")
+                z.writestr(f"{name}/{i}.png", png.getvalue())
+    return buf.getvalue()
+
+
+def test_stored_datasets_are_listed_and_offered_in_the_start_form(
+    dashboard_service, browser, shoot
+):
+    svc = dashboard_service
+    r = svc.client.post(
+        "/datasets", params={"name": "blobs", "resolution": 32}, content=_tiny_zip({"a": 4, "b": 3})
+    )
+    assert r.status_code == 201, r.text
+    dataset = r.json()
+    open_page(browser, svc.base)
+    row = f"#datasets tr.dataset[data-id='{dataset['id']}']"
+    wait(browser, lambda d: js(d, COUNT, row) == 1, 60, "the dataset's row")
+    # The embedded worker packs it; the row and the start form follow without a reload.
+    option = f"#stored-datasets option[value='{dataset['id']}']"
+    wait(browser, lambda d: js(d, COUNT, option) == 1, 240, "the ready dataset in the start form")
+    assert text(browser, f"{row} td:nth-child(2)") == "ready"
+    assert "7" in text(browser, f"{row} td:nth-child(3)")  # 7 images in 2 classes
+    Select(browser.find_element(By.ID, "dataset-select")).select_by_value(dataset["id"])
+    shoot("datasets")
