@@ -17,6 +17,9 @@ DATASETS = ("digits", "cifar10", "cifar100", "folder", "packed", "synthetic", "s
 RESOLUTIONS = (32, 64, 128, 256)
 PRESETS = ("tiny", "paper")
 PRECISIONS = ("fp32", "bf16")
+# Training paths (issue #14): "plain" is the eager fp32 unfused reference; "fast" compiles G and
+# D, fuses Adam and the EMA and syncs with the host only every log_every steps. None: fast on CUDA.
+PATHS = ("plain", "fast")
 # How z enters G: "input" (the paper: only at the first linear) or "hierarchical" (BigGAN).
 Z_MODES = ("input", "hierarchical")
 # DiffAugment transforms (sagan_core.augment) for every image D sees, comma separated.
@@ -254,6 +257,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    # "plain" or "fast" (PATHS); None: fast on CUDA, plain elsewhere (the trainer fills it in).
+    path: str | None = None
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -393,6 +398,7 @@ class TrainConfig:
             "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
         )
         need(self.precision in PRECISIONS, "precision", "must be 'fp32' or 'bf16'")
+        need(self.path is None or self.path in PATHS, "path", "must be 'plain' or 'fast'")
         return self
 
     def resolved(self) -> TrainConfig:
@@ -446,6 +452,7 @@ CHOICES: dict[str, tuple] = {
     "preset": PRESETS,
     "z_mode": Z_MODES,
     "precision": PRECISIONS,
+    "path": PATHS,
 }
 
 # Field -> what it means, for people: the API's OpenAPI schema of a job's config shows these
@@ -516,6 +523,10 @@ DESCRIPTIONS: dict[str, str] = {
     "device": "Where to train: auto (a GPU when the worker has one, else the CPU), cpu, cuda, "
     "cuda:N or mps; a device the worker lacks fails the job.",
     "precision": "fp32, or bf16 mixed precision (autocast).",
+    "path": "How a step runs: plain (eager, unfused: the reference) or fast (torch.compile of G "
+    "and D, fused Adam, EMA by foreach ops, losses read back only every log_every steps; on "
+    "CUDA also bf16 autocast and channels_last, whatever precision says); null: fast on CUDA, "
+    "plain elsewhere.",
 }
 
 

@@ -94,8 +94,18 @@ class SelfAttention(nn.Module):
         o = o.transpose(1, 2).reshape(B, C // 2, H, W)  # (B, C/2, H, W)
         return x + self.gamma * self.o(o)  # (B, C, H, W)
 
+    # The fast path sets this: queries and keys zero-padded to the values' width (C/8 -> C/2), so
+    # the fused attention kernels that need equal widths (flash, on CPU and CUDA) run; the extra
+    # zero components add 0 to every logit q.k, and scale=1.0 is explicit, so nothing changes
+    # (tests/core/test_fast_path.py holds it to forward_with_map).
+    pad_qk = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(x)
+        if self.pad_qk and q.shape[-1] < v.shape[-1]:
+            width = v.shape[-1] - q.shape[-1]
+            q, k = F.pad(q, (0, width)), F.pad(k, (0, width))  # (B, N, C/2), (B, N/4, C/2)
+            v = v.contiguous()  # the flash kernels want unit stride along the width
         o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
         return self._out(x, o[:, 0])  # o: (B, 1, N, C/2) -> (B, N, C/2)
 
@@ -104,3 +114,26 @@ class SelfAttention(nn.Module):
         attn = torch.softmax(q @ k.transpose(1, 2), dim=-1)  # (B, N, N/4)
         o = attn @ v  # (B, N, C/2)
         return self._out(x, o), attn
+
+
+SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+
+
+def sdpa_backends(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:
+    """The scaled_dot_product_attention backends that accept these inputs (each tried alone, in
+    torch's order of preference; MATH is the unfused fallback)."""
+    import warnings
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    out = []
+    for name in SDPA_BACKENDS:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                with sdpa_kernel([getattr(SDPBackend, name)]):
+                    F.scaled_dot_product_attention(q, k, v, scale=1.0)
+            out.append(name.removesuffix("_ATTENTION").lower())
+        except (RuntimeError, AttributeError):
+            pass
+    return out

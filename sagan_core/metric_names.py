@@ -23,6 +23,7 @@ TRAINING = (
     "tflops",
     "lr_g",
     "lr_d",
+    "compile_s",  # the fast path's first log line: seconds its first step took (compiling)
 )
 # Every variety_every steps (sagan_core.variety).
 VARIETY = ("class_accuracy", "variety", "variety_min", "nearest_real")

@@ -28,6 +28,7 @@ from .checkpoint import (
 from .config import VARIETY_LOGS, ConfigError, Limits, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
 from .device import check_device_available, resolve_device
+from .layers import SelfAttention
 from .losses import d_hinge_loss, g_hinge_loss
 from .models import Discriminator, Generator
 from .sample import grid_png, sample
@@ -103,6 +104,39 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
+@torch.no_grad()
+def ema_update_foreach(
+    ema: Sequence[torch.Tensor],
+    model: Sequence[torch.Tensor],
+    ema_buffers: Sequence[torch.Tensor],
+    buffers: Sequence[torch.Tensor],
+    decay: float,
+) -> None:
+    """ema_update by torch._foreach ops over lists made once: a few kernels, not one per tensor."""
+    torch._foreach_lerp_(list(ema), list(model), 1.0 - decay)
+    torch._foreach_copy_(list(ema_buffers), list(buffers))
+
+
+def step_flops(cfg: TrainConfig) -> int:
+    """FLOPs of one training step (d_steps D updates and a G update, forwards and backwards) as
+    FlopCounterMode counts them, on meta-device copies of the networks: shapes only, no work.
+    The fast path reports TFLOP/s with it (a dispatch mode around a compiled step is no count)."""
+    with torch.device("meta"):
+        G = build_generator(cfg)
+        D = Discriminator(cfg.num_classes, cfg.resolution, cfg.d_ch)
+        B, R = cfg.batch_size, cfg.resolution
+        y = torch.zeros(B, dtype=torch.long)
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(cfg.d_steps):
+                with torch.no_grad():
+                    x_fake = G(torch.zeros(B, cfg.z_dim), y)
+                logits = D(torch.cat([torch.zeros(B, 3, R, R), x_fake]), torch.cat([y, y]))
+                d_hinge_loss(*logits.chunk(2)).backward()
+            D.requires_grad_(False)
+            g_hinge_loss(D(G(torch.zeros(B, cfg.z_dim), y), y)).backward()
+    return counter.get_total_flops()
+
+
 def mode_seeking_ratio(x: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
     """MSGAN's ratio: mean |x_i - x_j| over mean |z_i - z_j| for the pairs (i, i + half)."""
     dx = (x[:half] - x[half : 2 * half]).abs().mean()
@@ -153,19 +187,55 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.sampler = BatchSampler(self.dataset, cfg.batch_size, self.device, self.data_gen)
         self.augment = parse_policy(cfg.diff_augment)  # () for none: D sees images unchanged
+        # The path (issue #14): "plain" is the eager fp32 unfused reference, "fast" the default
+        # on CUDA: compiled G and D, fused (CUDA) or foreach (CPU) Adam, the EMA by foreach ops,
+        # padded attention for the fused kernels, losses kept on the device between log lines;
+        # on CUDA also channels_last and bf16 autocast.
+        self.path = cfg.path = cfg.path or ("fast" if self.device.type == "cuda" else "plain")
+        fast, cuda = self.path == "fast", self.device.type == "cuda"
+        self.channels_last = fast and cuda
         self.G: Generator = build_generator(cfg).to(self.device)
         self.D = Discriminator(cfg.num_classes, cfg.resolution, cfg.d_ch).to(self.device)
+        if self.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         self.G_ema = copy.deepcopy(self.G).eval()
         for p in self.G_ema.parameters():
             p.requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, eps=1e-6)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, eps=1e-6)
+        adam = {"fused": True} if fast and cuda else {"foreach": True} if fast else {}
+        self.opt_g = torch.optim.Adam(
+            self.G.parameters(), lr=cfg.lr_g, betas=betas, eps=1e-6, **adam
+        )
+        self.opt_d = torch.optim.Adam(
+            self.D.parameters(), lr=cfg.lr_d, betas=betas, eps=1e-6, **adam
+        )
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if cfg.precision == "bf16"
+            if cfg.precision == "bf16" or (fast and cuda)
             else contextlib.nullcontext()
         )
+        # What train_step calls: the networks themselves, or (fast) their compiled forms, which
+        # share their parameters and buffers (state dicts and checkpoints are unchanged).
+        self.G_step: torch.nn.Module = self.G
+        self.D_step: torch.nn.Module = self.D
+        if fast:
+            for m in (*self.G.modules(), *self.D.modules()):
+                if isinstance(m, SelfAttention):
+                    m.pad_qk = True
+            self.G_step = torch.compile(self.G, dynamic=False)
+            self.D_step = torch.compile(self.D, dynamic=False)
+        self._ema_tensors = (
+            list(self.G_ema.parameters()),
+            list(self.G.parameters()),
+            list(self.G_ema.buffers()),
+            list(self.G.buffers()),
+        )
+        # fast: the first step at which d_loss or g_loss was non-finite (0: none yet) and those
+        # losses, kept on the device and read at the next log line, checkpoint, sample or eval.
+        self._bad_step: torch.Tensor | None = None
+        self._bad_losses: torch.Tensor | None = None
+        self.compile_seconds: float | None = None
         self.step = 0
         self.best_fid = math.inf
         self.last_checkpoint: Path | None = None
@@ -205,7 +275,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """d_steps discriminator updates, then one generator update; returns detached statistics."""
-        cfg, G, D = self.config, self.G, self.D
+        cfg, G, D = self.config, self.G_step, self.D
         D.requires_grad_(True)
         if cfg.class_warmup:  # the step being taken is self.step + 1
             D.class_weight = min(1.0, (self.step + 1) / cfg.class_warmup)
@@ -216,7 +286,9 @@ class Trainer:
                 x_fake = G(z, y_fake)  # (B, 3, R, R)
             with self.autocast:
                 x = diff_augment(torch.cat([x_real, x_fake]), self.augment)  # (2B, 3, R, R)
-                logits = D(x, torch.cat([y_real, y_fake])).float()
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = self.D_step(x, torch.cat([y_real, y_fake])).float()
             real_logits, fake_logits = logits.chunk(2)  # (B,), (B,)
             d_loss = d_hinge_loss(real_logits, fake_logits)
             self.opt_d.zero_grad(set_to_none=True)
@@ -229,7 +301,7 @@ class Trainer:
             y_fake = torch.cat([y_fake[:half], y_fake[:half], y_fake[2 * half :]])
         with self.autocast:
             x_fake = G(z, y_fake)  # (B, 3, R, R)
-            g_logits = D(diff_augment(x_fake, self.augment), y_fake).float()
+            g_logits = self.D_step(diff_augment(x_fake, self.augment), y_fake).float()
         g_loss = g_hinge_loss(g_logits)
         loss = g_loss
         stats = {}
@@ -258,7 +330,9 @@ class Trainer:
             self._resume(Path(resume_from))
         self.G.train()
         self.D.train()
-        sums: dict[str, float] = {}
+        fast = self.path == "fast"
+        self._compile_reported = False
+        sums: dict = {}
         window, t0 = 0, time.perf_counter()
 
         while self.step < cfg.steps:
@@ -266,30 +340,48 @@ class Trainer:
                 if self._saved_step != self.step:
                     self._save({"latest"})
                 return TrainResult(self.step, True, self.last_checkpoint)
-            if self.flops_per_step is None:
-                # Count the work of one real step once, so the log can show achieved TFLOP/s.
-                with FlopCounterMode(display=False) as counter:
+            if fast:
+                if self.flops_per_step is None:
+                    self.flops_per_step = step_flops(cfg)
+                if self.compile_seconds is None:  # the first call compiles G and D
+                    started = time.perf_counter()
                     stats = self.train_step()
-                self.flops_per_step = counter.get_total_flops()
+                    self._sync()
+                    self.compile_seconds = time.perf_counter() - started
+                else:
+                    stats = self.train_step()
+                self.step += 1
+                self._note_finite(stats)  # on the device: no host sync inside the loop
+                values = stats
             else:
-                stats = self.train_step()
-            values = {k: float(v) for k, v in stats.items()}  # one host sync per step
-            self.step += 1
-            bad = [k for k in ("d_loss", "g_loss") if not math.isfinite(values[k])]
-            if bad:
-                raise DivergedError(self.step, ", ".join(f"{k}={values[k]}" for k in bad))
-            if self.step <= cfg.ema_start:
-                ema_update(self.G_ema, self.G, 0.0)  # copy G until EMA starts
-            else:
-                ema_update(self.G_ema, self.G, cfg.ema_decay)
+                if self.flops_per_step is None:
+                    # Count the work of one real step once, so the log can show achieved TFLOP/s.
+                    with FlopCounterMode(display=False) as counter:
+                        stats = self.train_step()
+                    self.flops_per_step = counter.get_total_flops()
+                else:
+                    stats = self.train_step()
+                values = {k: float(v) for k, v in stats.items()}  # one host sync per step
+                self.step += 1
+                bad = [k for k in ("d_loss", "g_loss") if not math.isfinite(values[k])]
+                if bad:
+                    raise DivergedError(self.step, ", ".join(f"{k}={values[k]}" for k in bad))
+            self._ema(0.0 if self.step <= cfg.ema_start else cfg.ema_decay)  # copy G until start
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             window += 1
 
             step, final = self.step, self.step == cfg.steps
+            if fast and self._read_due(step, final):
+                self._check_finite()  # raises DivergedError naming the first bad step
             if step % cfg.log_every == 0 or final:
                 elapsed = time.perf_counter() - t0
+                if fast:  # one read of the window's sums
+                    sums = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=True))
                 metrics = {k: v / window for k, v in sums.items()}
+                if self.compile_seconds is not None and not self._compile_reported:
+                    metrics["compile_s"] = self.compile_seconds
+                    self._compile_reported = True
                 metrics.update(self._gamma_metrics())
                 metrics["images_per_s"] = window * cfg.batch_size * cfg.d_steps / max(elapsed, 1e-9)
                 metrics["tflops"] = self.flops_per_step * window / max(elapsed, 1e-9) / 1e12
@@ -317,6 +409,55 @@ class Trainer:
         if self._saved_step != self.step:
             self._save({"latest", "final"})  # e.g. resumed from a checkpoint already at `steps`
         return TrainResult(self.step, False, self.last_checkpoint)
+
+    # -- the fast path's bookkeeping ------------------------------------------------------------
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _ema(self, decay: float) -> None:
+        if self.path == "fast":
+            ema_update_foreach(*self._ema_tensors, decay)
+        else:
+            ema_update(self.G_ema, self.G, decay)
+
+    @torch.no_grad()
+    def _note_finite(self, stats: dict[str, torch.Tensor]) -> None:
+        """Remember, on the device, the first step whose d_loss or g_loss is not finite."""
+        losses = torch.stack([stats["d_loss"], stats["g_loss"]]).float()
+        if self._bad_step is None:
+            self._bad_step = torch.zeros((), dtype=torch.long, device=losses.device)
+            self._bad_losses = torch.zeros_like(losses)
+        first = ~torch.isfinite(losses).all() & (self._bad_step == 0)
+        self._bad_step = torch.where(first, self.step, self._bad_step)
+        self._bad_losses = torch.where(first, losses, self._bad_losses)
+
+    def _check_finite(self) -> None:
+        """Read the device's flag (a host sync); raise DivergedError at the first bad step."""
+        if self._bad_step is None:
+            return
+        bad_step = int(self._bad_step)
+        if bad_step:
+            losses = dict(zip(("d_loss", "g_loss"), self._bad_losses.tolist(), strict=True))
+            detail = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
+            raise DivergedError(bad_step, detail)
+
+    def _read_due(self, step: int, final: bool) -> bool:
+        """Whether this step reports or saves anything (so the losses must be read first)."""
+        cfg = self.config
+
+        def every(n: int | None) -> bool:
+            return bool(n) and step % n == 0
+
+        return (
+            final
+            or every(cfg.log_every)
+            or every(cfg.sample_every)
+            or every(cfg.checkpoint_every)
+            or (self.evaluator is not None and every(cfg.eval_every))
+            or self._variety_due(step, final)
+        )
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -352,6 +493,7 @@ class Trainer:
 
     def _save(self, tags: set[str]) -> Path:
         """Save the current state; keep only this, the previous latest's successor and the best."""
+        self._check_finite()  # never a checkpoint of a diverged state (fast: read the flag first)
         path = checkpoint_path(self.run_dir, self.step)
         save_checkpoint(
             path,
