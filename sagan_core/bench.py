@@ -1,17 +1,22 @@
 """Training-speed benchmark: the fast path against the plain reference path, in one run.
 
-    python -m sagan_core.bench --resolution 32 --batch-size 64 --preset paper
-    python -m sagan_core.bench --resolution 128 --batch-size 256 --num-classes 1000 --preset paper
+    python -m sagan_core.bench                       # CUDA: 32x64, 32x256, 128x256 (1,000 classes)
+    python -m sagan_core.bench --sizes 32x64 --steps 3    # (the CPU's default size)
+    python -m sagan_core.bench --resolution 128 --batch-size 256 --num-classes 1000
+    sagan bench ...                                   # the same, from the one CLI
 
-Each path trains on `synthetic` data from the same seed, so both start from identical weights and
+Each path trains on `synthetic` data from the same seed, so all start from identical weights and
 batches. Prints images/s, iterations/s, peak device memory, work per image-iteration
-(FlopCounterMode), achieved TFLOP/s, the speed ratio against `plain`, and the first step's losses
-and gradients of each path against the plain one (relative error): speed never buys a wrong step.
+(FlopCounterMode), achieved TFLOP/s, compile time (the first step of a compiled path), the speed
+ratio against `plain`, and the first step's losses and gradients of each path against the plain
+one (relative error) with HOLDS or FAILS against the path's tolerance: speed never buys a wrong
+step.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 
@@ -19,13 +24,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import TrainConfig
-from .trainer import Trainer
+from .trainer import Trainer, step_flops
 
 # name -> config overrides; `plain` is the reference: eager, fp32, unfused.
 PATHS = {
-    "plain": {"precision": "fp32"},
-    "bf16": {"precision": "bf16"},
+    "plain": {"precision": "fp32", "path": "plain"},
+    "bf16": {"precision": "bf16", "path": "plain"},
+    "fast": {"precision": "fp32", "path": "fast"},  # bf16 on CUDA whatever precision says
 }
+# The issue's sizes (resolution, batch, classes): CUDA's default; the CPU's is the first.
+SIZES = ((32, 64, 10), (32, 256, 10), (128, 256, 1000))
+# Largest relative error of a loss or a network's gradient for the one-step check to hold.
+TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}
 
 
 @dataclass
@@ -38,6 +48,8 @@ class PathResult:
     tflops: float
     losses: dict[str, float]
     grads: dict[str, torch.Tensor]
+    compile_s: float | None = None
+    bf16: bool = False
 
 
 def _sync(device: torch.device) -> None:
@@ -77,10 +89,18 @@ def _first_step(trainer: Trainer) -> tuple[dict[str, float], dict[str, torch.Ten
 def run_path(name: str, args: argparse.Namespace) -> PathResult:
     trainer = _trainer(args, PATHS[name])
     device = trainer.device
-    losses, grads = _first_step(trainer)
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_step()
-    flops = counter.get_total_flops()
+    fast = trainer.path == "fast"
+    torch.manual_seed(1)  # the same latents for every path's first step
+    started = time.perf_counter()
+    losses, grads = _first_step(trainer)  # a compiled path compiles here
+    _sync(device)
+    compile_s = time.perf_counter() - started if fast else None
+    if fast:  # a dispatch mode around compiled code counts nothing: count on meta copies
+        flops = step_flops(trainer.config)
+    else:
+        with FlopCounterMode(display=False) as counter:
+            trainer.train_step()
+        flops = counter.get_total_flops()
     for _ in range(args.warmup):
         trainer.train_step()
     _sync(device)
@@ -103,6 +123,8 @@ def run_path(name: str, args: argparse.Namespace) -> PathResult:
         tflops=flops * iters_per_s / 1e12,
         losses=losses,
         grads=grads,
+        compile_s=compile_s,
+        bf16=trainer.config.precision == "bf16" or (fast and device.type == "cuda"),
     )
 
 
@@ -116,16 +138,30 @@ def grad_error(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], net
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m sagan_core.bench", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-classes", type=int, default=10)
+def parse_sizes(text: str) -> list[tuple[int, int, int]]:
+    """`32x64,128x256x1000` -> [(32, 64, 10), (128, 256, 1000)] (resolution x batch [x classes];
+    classes default to 1,000 at 128 px and above, else 10)."""
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        parts = [int(v) for v in item.lower().split("x")]
+        if len(parts) not in (2, 3):
+            raise ValueError(f"size {item!r} is not RESOLUTIONxBATCH[xCLASSES]")
+        if len(parts) == 2:
+            parts.append(1000 if parts[0] >= 128 else 10)
+        out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    listed = ", ".join("x".join(map(str, size)) for size in SIZES)
+    p.add_argument("--sizes", help=f"RxB[xC],... (default: CUDA {listed}; CPU the first)")
+    p.add_argument("--resolution", type=int, default=None, help="one size (with --batch-size)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--iters", "--steps", dest="iters", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--paths", default=",".join(PATHS), help=f"comma list of {', '.join(PATHS)}")
     args = p.parse_args(argv)
@@ -135,8 +171,29 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}")
     if "plain" not in names:
         names.insert(0, "plain")  # the reference is always measured in the same run
+    if args.sizes:
+        try:
+            sizes = parse_sizes(args.sizes)
+        except ValueError as e:
+            p.error(str(e))
+    elif args.resolution or args.batch_size or args.num_classes:
+        r = args.resolution or 32
+        sizes = [(r, args.batch_size or 64, args.num_classes or (1000 if r >= 128 else 10))]
+    else:
+        cuda = torch.cuda.is_available() and args.device not in ("cpu", "mps")
+        sizes = list(SIZES if cuda else SIZES[:1])
+    for resolution, batch, classes in sizes:
+        args.resolution, args.batch_size, args.num_classes = resolution, batch, classes
+        results = []
+        for name in names:
+            results.append(run_path(name, args))
+            r = results[-1]
+            print(f"# {resolution}x{batch}: {name} {r.images_per_s:.1f} images/s", file=sys.stderr)
+        report(args, results)
+    return 0
 
-    results = [run_path(name, args) for name in names]
+
+def report(args: argparse.Namespace, results: list[PathResult]) -> None:
     ref = results[0]
     dev = (
         torch.cuda.get_device_name()
@@ -149,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "| path | images/s | iterations/s | peak memory | GFLOP per image-iteration | TFLOP/s "
-        "| vs plain | d_loss rel. err | G grad rel. err | D grad rel. err |"
+        "| vs plain | d_loss rel. err | G grad rel. err | D grad rel. err | compile "
+        "| one step vs plain |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         mem = f"{r.peak_mem_gib:.1f} GiB" if r.peak_mem_gib is not None else "n/a"
         d_err = abs(r.losses["d_loss"] - ref.losses["d_loss"]) / max(
@@ -159,12 +217,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         speed = r.images_per_s / ref.images_per_s
         g_err, dd_err = grad_error(r.grads, ref.grads, "G"), grad_error(r.grads, ref.grads, "D")
-        print(
-            f"| {r.name} | {r.images_per_s:,.0f} | {r.iters_per_s:.2f} | {mem} "
-            f"| {r.gflop_per_image_iter:.2f} | {r.tflops:.2f} | x{speed:.2f} "
-            f"| {d_err:.2e} | {g_err:.2e} | {dd_err:.2e} |"
+        gl_err = abs(r.losses["g_loss"] - ref.losses["g_loss"]) / max(
+            abs(ref.losses["g_loss"]), 1e-12
         )
-    return 0
+        tol = TOLERANCE["bf16" if r.bf16 else "fp32"]
+        holds = all(e < tol for e in (d_err, gl_err, g_err, dd_err))  # NaN fails
+        compiled = f"{r.compile_s:.0f} s" if r.compile_s is not None else "-"
+        print(
+            f"| {r.name} | {r.images_per_s:,.1f} | {r.iters_per_s:.2f} | {mem} "
+            f"| {r.gflop_per_image_iter:.2f} | {r.tflops:.3f} | x{speed:.2f} "
+            f"| {d_err:.2e} | {g_err:.2e} | {dd_err:.2e} | {compiled} "
+            f"| {'HOLDS' if holds else 'FAILS'} (< {tol:g}) |"
+        )
 
 
 if __name__ == "__main__":
