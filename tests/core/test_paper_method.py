@@ -23,8 +23,8 @@ from sagan_core.trainer import Trainer, TrainerCallbacks, ema_update
 
 # Every way the trainer can run; a new one (fused/compiled fast path, multi-GPU) joins this list
 # with the config fields that select it, and the trainer tests below then hold it to the paper too.
-PATHS = ["plain"]
-PATH_FIELDS = {"plain": {}}
+PATHS = ["plain", "fast"]
+PATH_FIELDS = {"plain": {"path": "plain"}, "fast": {"path": "fast"}}  # fast: compiled G and D
 PRECISIONS = ["fp32", "bf16"]
 
 
