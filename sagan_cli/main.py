@@ -482,6 +482,14 @@ def pack(ctx: typer.Context) -> None:
     _core("pack", ctx)
 
 
+@app.command(context_settings=FORWARD, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Training speed of every path against plain, in one run (`python -m sagan_core.bench`)."""
+    from sagan_core.bench import main
+
+    raise typer.Exit(main(list(ctx.args), prog="sagan bench") or 0)
+
+
 remote.register(app)  # jobs, models, login, logout: a client of a running service
 datasets.register(app)  # datasets upload|list|show|delete
 

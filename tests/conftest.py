@@ -48,16 +48,23 @@ def reset_service_caches() -> None:
     reset_caches()
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the one long CPU-bound test
-# (training the default digits job, #11: minutes on one torch thread) on one, and every other test,
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the long CPU-bound tests
+# (training the default digits job, #11: minutes on one torch thread; the compiled fast path, #14)
+# on one, and every other test,
 # in order, on the other, so the service tests (which share Redis db 13 and the moto server) never
 # run at the same time as each other. Without xdist the marker does nothing.
-ALONE = ("tests/core/test_quality.py",)
+ALONE = ("tests/core/test_quality.py", "tests/core/test_fast_path.py")
+
+
+def _compiles(item: pytest.Item) -> bool:
+    """A test of the fast path (#14): torch.compile of G and D, minutes on a cold cache."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("path") == "fast"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        alone = item.nodeid.split("::")[0] in ALONE
+        alone = item.nodeid.split("::")[0] in ALONE or _compiles(item)
         item.add_marker(pytest.mark.xdist_group("alone" if alone else "suite"))
 
 

@@ -207,8 +207,17 @@ def same_grads(a: list, b: list) -> bool:
     )
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("precision", PRECISIONS)
+# bf16 on a CPU runs eager convolutions through torch's slow fallback kernel, and compiling them
+# took minutes: the fast path is checked in bf16 where it runs bf16, on CUDA.
+PATH_PRECISIONS = [
+    (path, precision)
+    for path in PATHS
+    for precision in PRECISIONS
+    if not (path == "fast" and precision == "bf16" and not torch.cuda.is_available())
+]
+
+
+@pytest.mark.parametrize(("path", "precision"), PATH_PRECISIONS)
 @pytest.mark.parametrize("d_steps", [1, 2])
 def test_train_step_updates_d_only_in_d_steps_and_g_only_in_the_g_step(
     tmp_path, path, precision, d_steps
