@@ -1039,6 +1039,8 @@ def logout(
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `sagan` command."""
+    # `submit` is what MLflow and Determined users type; it is `create` (gh's word), unlisted.
+    jobs_app.command("submit", hidden=True)(jobs_create)
     panel = "Client of a running service (SAGAN_URL, SAGAN_TOKEN or `sagan login`)"
     app.add_typer(jobs_app, name="jobs", rich_help_panel=panel)
     app.add_typer(models_app, name="models", rich_help_panel=panel)

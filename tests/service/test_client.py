@@ -371,3 +371,16 @@ def test_watch_prints_notes_then_steps_and_checkpoints_by_step_then_the_end(
     labels = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
     assert labels == ["running", "step", "checkpoint", "step", "checkpoint", "succeeded"]
     assert watcher.after == 4
+
+
+def test_jobs_submit_is_jobs_create() -> None:
+    from typer.testing import CliRunner
+
+    from sagan_cli.main import app
+
+    runner = CliRunner()
+    submit = runner.invoke(app, ["jobs", "submit", "--help"], terminal_width=100)
+    create = runner.invoke(app, ["jobs", "create", "--help"], terminal_width=100)
+    assert submit.exit_code == create.exit_code == 0
+    assert "--config" in submit.output and "--set" in submit.output
+    assert submit.output.replace("jobs submit", "jobs create") == create.output
