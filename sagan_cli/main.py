@@ -118,6 +118,13 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+def _served_queues(settings) -> str:  # noqa: ANN001
+    """The queues a worker of this machine consumes: jobs of 1..SAGAN_WORKER_GPUS GPUs."""
+    from worker.tasks import worker_gpus
+
+    return ",".join(settings.queues_served(worker_gpus(settings)))
+
+
 def _start_worker(queue: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
     cmd += ["-c", "1", "--pool", "solo", "-Q", queue, "--loglevel", "INFO"]
@@ -155,7 +162,7 @@ class WorkerSupervisor:
     def __init__(self, settings):  # noqa: ANN001
         self.settings = settings
         self.stopping = threading.Event()
-        self.proc = _start_worker(settings.train_queue)
+        self.proc = _start_worker(_served_queues(settings))
         self.restarts = 0
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
         self._thread.start()
@@ -189,7 +196,7 @@ class WorkerSupervisor:
             if self.stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, self.MAX_BACKOFF_S)
-            self.proc = _start_worker(self.settings.train_queue)
+            self.proc = _start_worker(_served_queues(self.settings))
             self.restarts += 1
             log.info("worker restarted (pid %d, restart %d)", self.proc.pid, self.restarts)
 
@@ -300,7 +307,12 @@ def worker(
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", help="Tasks at once; 1 per GPU.")
     ] = 1,
-    queue: Annotated[str | None, typer.Option("--queue", "-Q", help="Default: settings.")] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue", "-Q", help="Default: the queues of jobs of 1..SAGAN_WORKER_GPUS GPUs."
+        ),
+    ] = None,
     pool: Annotated[
         str | None, typer.Option("--pool", "-P", help="Default: solo for 1, prefork above.")
     ] = None,
@@ -318,7 +330,7 @@ def worker(
         "-P",
         pool or ("solo" if concurrency == 1 else "prefork"),
     ]
-    argv += ["-Q", queue or settings.train_queue, "--loglevel", loglevel]
+    argv += ["-Q", queue or _served_queues(settings), "--loglevel", loglevel]
     celery_app.worker_main(argv)
 
 

@@ -140,6 +140,7 @@ class Limits:
     eval_samples: int = 100_000  # SAGAN_MAX_EVAL_SAMPLES; the usual FID uses 50k
     reference_samples: int = 200_000  # SAGAN_MAX_REFERENCE_SAMPLES: eval_reference_samples
     data_root_chars: int = 1024  # SAGAN_MAX_DATA_ROOT_CHARS: the length of data_root
+    gpus: int = 64  # processes of one run; the service's is its largest pool (SAGAN_GPU_POOLS)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -164,11 +165,14 @@ LIMITED_FIELDS = {
     "d_steps": "d_steps",
     "eval_samples": "eval_samples",
     "eval_reference_samples": "reference_samples",
+    "gpus": "gpus",
 }
 
 
 def setting_name(limit: str) -> str:
     """The service's environment variable for a Limits attribute (SAGAN_MAX_BATCH_SIZE)."""
+    if limit == "gpus":  # the largest worker pool: no worker could run more
+        return "SAGAN_GPU_POOLS (the GPUs of the largest worker pool)"
     return f"SAGAN_MAX_{limit.upper()}"
 
 
@@ -259,6 +263,12 @@ class TrainConfig:
     precision: str = "fp32"
     # "plain" or "fast" (PATHS); None: fast on CUDA, plain elsewhere (the trainer fills it in).
     path: str | None = None
+    # Processes of one data-parallel run (sagan_core.distributed): one per GPU (cuda:0..N-1), or
+    # N CPU processes; batch_size is per process, so the global batch is gpus * batch_size.
+    gpus: int = 1
+    # With gpus > 1: G's batch norms use the statistics of the whole global batch (so the run is
+    # the one-process run with the global batch); False: each process normalises its own.
+    sync_bn: bool = True
 
     # -- (de)serialisation -------------------------------------------------------------------
 
@@ -399,6 +409,14 @@ class TrainConfig:
         )
         need(self.precision in PRECISIONS, "precision", "must be 'fp32' or 'bf16'")
         need(self.path is None or self.path in PATHS, "path", "must be 'plain' or 'fast'")
+        need(self.gpus >= 1, "gpus", "must be >= 1")
+        if self.gpus > 1:
+            need(
+                not dev.startswith("cuda:"),
+                "device",
+                f"a run of gpus={self.gpus} uses cuda:0..{self.gpus - 1}; leave device auto or "
+                "cuda (pin the worker's GPUs with CUDA_VISIBLE_DEVICES)",
+            )
         return self
 
     def resolved(self) -> TrainConfig:
@@ -523,6 +541,13 @@ DESCRIPTIONS: dict[str, str] = {
     "device": "Where to train: auto (a GPU when the worker has one, else the CPU), cpu, cuda, "
     "cuda:N or mps; a device the worker lacks fails the job.",
     "precision": "fp32, or bf16 mixed precision (autocast).",
+    "gpus": "Processes of one data-parallel run (DistributedDataParallel): one per GPU of a worker "
+    "that has that many (cuda:0..N-1), or N processes on a CPU worker. batch_size is per process: "
+    "the global batch is gpus x batch_size (scale lr_g and lr_d with it, see the README). The "
+    "service runs it only on a worker pool of at least that many GPUs (SAGAN_GPU_POOLS).",
+    "sync_bn": "With gpus > 1: G's batch norms normalise with the statistics of the whole global "
+    "batch (the run is then the one-process run with the global batch); false: each process "
+    "uses its own share.",
     "path": "How a step runs: plain (eager, unfused: the reference) or fast (torch.compile of G "
     "and D, fused Adam, EMA by foreach ops, losses read back only every log_every steps; on "
     "CUDA also bf16 autocast and channels_last, whatever precision says); null: fast on CUDA, "

@@ -262,8 +262,15 @@ class BatchSampler:
         device: torch.device,
         generator: torch.Generator,
         device_bytes: int = 4 << 30,
+        ranks=None,  # noqa: ANN001  (sagan_core.distributed.Ranks: this rank's slice of the batch)
     ):
         self.batch_size, self.device, self.generator = batch_size, device, generator
+        # Several processes: every rank draws the global batch's indices from the same generator
+        # state and gathers only its slice, so each reads different images and all stay in step.
+        self.world = ranks.world_size if ranks is not None else 1
+        self.part = slice(0, batch_size)
+        if ranks is not None:
+            self.part = slice(ranks.rank * batch_size, (ranks.rank + 1) * batch_size)
         self.n = len(dataset)
         images = dataset.images
         if isinstance(images, torch.Tensor) and images.numel() <= device_bytes:
@@ -273,7 +280,8 @@ class BatchSampler:
         self.labels = dataset.labels.to(device)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, self.n, (self.batch_size,), generator=self.generator)
+        idx = torch.randint(0, self.n, (self.batch_size * self.world,), generator=self.generator)
+        idx = idx[self.part]  # (B,)
         if isinstance(self.images, torch.Tensor) and self.images.device == self.device:
             x = self.images[idx.to(self.device)]
         elif isinstance(self.images, torch.Tensor):

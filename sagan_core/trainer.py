@@ -28,6 +28,7 @@ from .checkpoint import (
 from .config import VARIETY_LOGS, ConfigError, Limits, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
 from .device import check_device_available, resolve_device
+from .distributed import Ranks, shard, sync_batch_norms
 from .layers import SelfAttention
 from .losses import d_hinge_loss, g_hinge_loss
 from .models import Discriminator, Generator
@@ -144,6 +145,23 @@ def mode_seeking_ratio(x: torch.Tensor, z: torch.Tensor, half: int) -> torch.Ten
     return dx / dz
 
 
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's option not to broadcast buffers at every forward (renamed in torch 2.14)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    names = inspect.signature(DDP.__init__).parameters
+    return (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in names
+        else {"broadcast_buffers": False}
+    )
+
+
+_NO_BUFFER_SYNC = _no_buffer_sync()
+
+
 class Trainer:
     """One training run, built whole at construction: data, G, D, G_ema, optimisers.
 
@@ -166,9 +184,13 @@ class Trainer:
         evaluator: Evaluator | None = None,
         dataset=None,  # noqa: ANN001  (a sagan_core.data dataset)
         limits: Limits | None = None,
+        ranks: Ranks | None = None,
     ):
         config.validate(limits)
         cfg = self.config = config.resolved()
+        # One of several processes (sagan_core.distributed): this rank's place, or None alone.
+        self.ranks = ranks if ranks is not None and ranks.world_size > 1 else None
+        self.is_main = self.ranks is None or self.ranks.is_main
         self.run_dir = Path(run_dir)
         if isinstance(callbacks, TrainerCallbacks):
             callbacks = [callbacks]
@@ -185,7 +207,9 @@ class Trainer:
             cfg.variety_every = VARIETY_LOGS * cfg.log_every if judged else 0
         self.judge = VarietyJudge.for_dataset(self.dataset) if cfg.variety_every else None
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
-        self.sampler = BatchSampler(self.dataset, cfg.batch_size, self.device, self.data_gen)
+        self.sampler = BatchSampler(
+            self.dataset, cfg.batch_size, self.device, self.data_gen, ranks=self.ranks
+        )
         self.augment = parse_policy(cfg.diff_augment)  # () for none: D sees images unchanged
         # The path (issue #14): "plain" is the eager fp32 unfused reference, "fast" the default
         # on CUDA: compiled G and D, fused (CUDA) or foreach (CPU) Adam, the EMA by foreach ops,
@@ -196,6 +220,8 @@ class Trainer:
         self.channels_last = fast and cuda
         self.G: Generator = build_generator(cfg).to(self.device)
         self.D = Discriminator(cfg.num_classes, cfg.resolution, cfg.d_ch).to(self.device)
+        if self.ranks is not None and cfg.sync_bn:
+            sync_batch_norms(self.G)  # batch statistics of the global batch
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -217,14 +243,28 @@ class Trainer:
         )
         # What train_step calls: the networks themselves, or (fast) their compiled forms, which
         # share their parameters and buffers (state dicts and checkpoints are unchanged).
+        # Several processes: DDP averages the gradients of G's and D's updates (D_update; the G
+        # step calls D itself, whose weights it does not update). Under no_grad (the D step's
+        # fakes) DDP is a plain call. Buffers are not broadcast: spectral norm's u vectors are
+        # the same on every rank by construction, batch-norm statistics too with sync_bn.
         self.G_step: torch.nn.Module = self.G
         self.D_step: torch.nn.Module = self.D
+        self.D_update: torch.nn.Module = self.D
+        if self.ranks is not None:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if cuda else None
+            self.G_step = DDP(self.G, device_ids=ids, **_NO_BUFFER_SYNC)
+            self.D_update = DDP(self.D, device_ids=ids, **_NO_BUFFER_SYNC)
         if fast:
             for m in (*self.G.modules(), *self.D.modules()):
                 if isinstance(m, SelfAttention):
                     m.pad_qk = True
-            self.G_step = torch.compile(self.G, dynamic=False)
+            self.G_step = torch.compile(self.G_step, dynamic=False)
             self.D_step = torch.compile(self.D, dynamic=False)
+            self.D_update = (
+                self.D_step if self.ranks is None else torch.compile(self.D_update, dynamic=False)
+            )
         self._ema_tensors = (
             list(self.G_ema.parameters()),
             list(self.G.parameters()),
@@ -268,10 +308,14 @@ class Trainer:
     # -- one step: the seam for a later fast path (compile, channels_last, fused optimisers) -------
 
     def _latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Several processes: every rank draws the global batch's z and classes (the RNGs stay in
+        # step) and keeps its slice: N ranks of batch B draw what one process of batch N*B does.
         B = self.config.batch_size
-        z = torch.randn(B, self.config.z_dim, device=self.device)  # (B, Z)
-        y = torch.randint(0, self.config.num_classes, (B,), device=self.device)  # (B,)
-        return z, y
+        n = B * (self.ranks.world_size if self.ranks is not None else 1)
+        z = torch.randn(n, self.config.z_dim, device=self.device)  # (nB, Z)
+        y = torch.randint(0, self.config.num_classes, (n,), device=self.device)  # (nB,)
+        part = shard(B, self.ranks)
+        return z[part], y[part]  # (B, Z), (B,)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """d_steps discriminator updates, then one generator update; returns detached statistics."""
@@ -288,7 +332,7 @@ class Trainer:
                 x = diff_augment(torch.cat([x_real, x_fake]), self.augment)  # (2B, 3, R, R)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                logits = self.D_step(x, torch.cat([y_real, y_fake])).float()
+                logits = self.D_update(x, torch.cat([y_real, y_fake])).float()
             real_logits, fake_logits = logits.chunk(2)  # (B,), (B,)
             d_loss = d_hinge_loss(real_logits, fake_logits)
             self.opt_d.zero_grad(set_to_none=True)
@@ -313,13 +357,17 @@ class Trainer:
         loss.backward()
         self.opt_g.step()
         D.requires_grad_(True)
-        return {
+        stats = {
             "d_loss": d_loss.detach(),
             "g_loss": g_loss.detach(),
             "d_real": real_logits.detach().mean(),
             "d_fake": fake_logits.detach().mean(),
             **stats,
         }
+        if self.ranks is not None:  # the global batch's means, the same on every rank
+            means = self.ranks.mean(torch.stack([v.float() for v in stats.values()]))
+            stats = dict(zip(stats, means.unbind(), strict=True))
+        return stats
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -336,7 +384,10 @@ class Trainer:
         window, t0 = 0, time.perf_counter()
 
         while self.step < cfg.steps:
-            if self.callbacks.should_stop(self.step):
+            stop = self.callbacks.should_stop(self.step)
+            if self.ranks is not None:  # rank 0 decides; every rank stops at the same step
+                stop = self.ranks.any(stop)
+            if stop:
                 if self._saved_step != self.step:
                     self._save({"latest"})
                 return TrainResult(self.step, True, self.last_checkpoint)
@@ -354,7 +405,10 @@ class Trainer:
                 self._note_finite(stats)  # on the device: no host sync inside the loop
                 values = stats
             else:
-                if self.flops_per_step is None:
+                if self.flops_per_step is None and self.ranks is not None:
+                    self.flops_per_step = step_flops(cfg)  # (DDP's step under a counting mode
+                    stats = self.train_step()  # would count its collectives' copies too)
+                elif self.flops_per_step is None:
                     # Count the work of one real step once, so the log can show achieved TFLOP/s.
                     with FlopCounterMode(display=False) as counter:
                         stats = self.train_step()
@@ -366,7 +420,8 @@ class Trainer:
                 bad = [k for k in ("d_loss", "g_loss") if not math.isfinite(values[k])]
                 if bad:
                     raise DivergedError(self.step, ", ".join(f"{k}={values[k]}" for k in bad))
-            self._ema(0.0 if self.step <= cfg.ema_start else cfg.ema_decay)  # copy G until start
+            if self.is_main:  # (only rank 0 samples, evaluates and checkpoints G_ema)
+                self._ema(0.0 if self.step <= cfg.ema_start else cfg.ema_decay)  # copy until start
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             window += 1
@@ -374,6 +429,10 @@ class Trainer:
             step, final = self.step, self.step == cfg.steps
             if fast and self._read_due(step, final):
                 self._check_finite()  # raises DivergedError naming the first bad step
+            if not self.is_main:  # rank 0 reports, samples, evaluates and checkpoints
+                if step % cfg.log_every == 0 or final:
+                    sums, window = {}, 0
+                continue
             if step % cfg.log_every == 0 or final:
                 elapsed = time.perf_counter() - t0
                 if fast:  # one read of the window's sums
@@ -383,8 +442,11 @@ class Trainer:
                     metrics["compile_s"] = self.compile_seconds
                     self._compile_reported = True
                 metrics.update(self._gamma_metrics())
-                metrics["images_per_s"] = window * cfg.batch_size * cfg.d_steps / max(elapsed, 1e-9)
-                metrics["tflops"] = self.flops_per_step * window / max(elapsed, 1e-9) / 1e12
+                world = self.ranks.world_size if self.ranks is not None else 1
+                metrics["images_per_s"] = (
+                    window * cfg.batch_size * cfg.d_steps * world / max(elapsed, 1e-9)
+                )
+                metrics["tflops"] = self.flops_per_step * window * world / max(elapsed, 1e-9) / 1e12
                 metrics["lr_g"] = self.opt_g.param_groups[0]["lr"]
                 metrics["lr_d"] = self.opt_d.param_groups[0]["lr"]
                 if self._variety_due(step, final):  # on the same line when the steps meet
@@ -406,7 +468,7 @@ class Trainer:
                 tags |= {"final"}
             if tags or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 self._save({"latest"} | tags)
-        if self._saved_step != self.step:
+        if self._saved_step != self.step and self.is_main:
             self._save({"latest", "final"})  # e.g. resumed from a checkpoint already at `steps`
         return TrainResult(self.step, False, self.last_checkpoint)
 
@@ -494,6 +556,8 @@ class Trainer:
     def _save(self, tags: set[str]) -> Path:
         """Save the current state; keep only this, the previous latest's successor and the best."""
         self._check_finite()  # never a checkpoint of a diverged state (fast: read the flag first)
+        if not self.is_main:  # rank 0's checkpoint is every rank's (their states are equal)
+            return self.last_checkpoint
         path = checkpoint_path(self.run_dir, self.step)
         save_checkpoint(
             path,

@@ -75,15 +75,25 @@ def celery_for(settings: Settings) -> Celery:
 celery_for.cache_clear = _apps.clear  # type: ignore[attr-defined]  # as store.reset_caches expects
 
 
-def enqueue_job(settings: Settings, job_id: str, kind: str) -> None:
-    """Send the job's task (its id only) to the settings' broker and training queue."""
-    celery_for(settings).send_task(TASK_FOR_KIND[kind], args=[job_id], queue=settings.train_queue)
+def job_gpus(config: dict | None) -> int:
+    """GPUs a job's config asks for (1 for evaluations, packs and configs from before #15)."""
+    value = (config or {}).get("gpus", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
+def enqueue_job(settings: Settings, job_id: str, kind: str, gpus: int = 1) -> None:
+    """Send the job's task (its id only) to the queue of jobs of `gpus` GPUs."""
+    queue = settings.queue_for(gpus)
+    celery_for(settings).send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
 
 
 def queue_length(settings: Settings) -> int:
-    """Messages waiting in the training queue (not those a worker is running)."""
+    """Messages waiting in the training queues (not those a worker is running)."""
     with celery_for(settings).connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_S)
-        return conn.default_channel.queue_declare(
-            queue=settings.train_queue, durable=True, auto_delete=False
-        ).message_count
+        return sum(
+            conn.default_channel.queue_declare(
+                queue=queue, durable=True, auto_delete=False
+            ).message_count
+            for queue in settings.all_queues()
+        )

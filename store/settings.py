@@ -13,6 +13,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sagan_core.config import MAX_INT, Limits  # torch-free: the core's config module only
 
 
+def _split_list(value: object) -> object:
+    """A list setting from the environment: a JSON list or comma-separated values."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAGAN_", extra="ignore")
 
@@ -73,6 +83,21 @@ class Settings(BaseSettings):
         None, description="/readyz needs a live worker; default: in the embedded mode only"
     )
     worker_device: str = "auto"
+    # Many GPUs per job (issue #15): a job of `gpus: N` goes to the queue of size N, which every
+    # worker serving at least N GPUs consumes; the API refuses an N larger than every pool.
+    worker_gpus: int | None = Field(
+        None,
+        ge=1,
+        description="GPUs (processes) this worker gives one job: it consumes the queues of jobs "
+        "of 1..N GPUs. Default: the CUDA devices it sees (1 without CUDA; a CPU worker given N "
+        "runs N CPU processes)",
+    )
+    gpu_pools: Annotated[list[int] | None, NoDecode] = Field(
+        None,
+        description="Sizes (GPUs per worker) of the worker pools this deployment runs, e.g. "
+        "1,8: a job asking for more GPUs than the largest is refused. Default: 1, or in the "
+        "embedded mode SAGAN_WORKER_GPUS",
+    )
     auth: bool = Field(
         True,
         description="Require API tokens; off only for a service bound to 127.0.0.1 "
@@ -141,28 +166,25 @@ class Settings(BaseSettings):
         "[<data_dir>/datasets]; [] allows none",
     )
 
-    @field_validator("data_roots", mode="before")
+    @field_validator("data_roots", "gpu_pools", mode="before")
     @classmethod
-    def _split_data_roots(cls, value: object) -> object:
-        """SAGAN_DATA_ROOTS as a JSON list or comma-separated paths; empty: the default."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if not text:
+    def _split_or_default(cls, value: object) -> object:
+        """SAGAN_DATA_ROOTS, SAGAN_GPU_POOLS as a JSON list or comma-separated; empty: default."""
+        if isinstance(value, str) and not value.strip():
             return None
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
+        return _split_list(value)
 
     @field_validator("dataset_import_prefixes", mode="before")
     @classmethod
     def _split_prefixes(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
+        return _split_list(value)
+
+    @field_validator("gpu_pools")
+    @classmethod
+    def _positive_pools(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or min(value) < 1):
+            raise ValueError("must list pool sizes >= 1, e.g. 1,8")
+        return value
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -206,7 +228,26 @@ class Settings(BaseSettings):
             eval_samples=self.max_eval_samples,
             reference_samples=self.max_reference_samples,
             data_root_chars=self.max_data_root_chars,
+            gpus=max(self.pool_sizes()),
         )
+
+    def pool_sizes(self) -> list[int]:
+        """GPUs per worker of each pool the deployment runs (SAGAN_GPU_POOLS)."""
+        if self.gpu_pools is not None:
+            return sorted(set(self.gpu_pools))
+        return [self.worker_gpus or 1] if self.is_embedded_broker() else [1]
+
+    def queue_for(self, gpus: int = 1) -> str:
+        """The Celery queue of jobs of `gpus` GPUs: train_queue for one, train_queue.gpusN."""
+        return self.train_queue if gpus <= 1 else f"{self.train_queue}.gpus{gpus}"
+
+    def queues_served(self, worker_gpus: int) -> list[str]:
+        """The queues a worker of `worker_gpus` GPUs consumes: jobs of 1..worker_gpus."""
+        return [self.queue_for(n) for n in range(1, worker_gpus + 1)]
+
+    def all_queues(self) -> list[str]:
+        """Every queue a job of this deployment can be sent to (up to the largest pool)."""
+        return self.queues_served(max(self.pool_sizes()))
 
     def resolved_data_roots(self) -> list[Path]:
         """Where a job's data_root may point (the first takes relative ones), symlinks resolved."""

@@ -54,7 +54,11 @@ def reset_service_caches() -> None:
 # in order, so the service tests (which share Redis db 13 and the moto server) never
 # run at the same time as each other. (pytest-xdist's loadgroup cannot do this with pytest 9:
 # it still writes the group into `_nodeid`, which pytest 9 no longer reads.)
-ALONE = ("tests/core/test_quality.py", "tests/core/test_fast_path.py")
+ALONE = (
+    "tests/core/test_quality.py",
+    "tests/core/test_fast_path.py",
+    "tests/core/test_distributed.py",  # two CPU processes per run (#15)
+)
 
 
 def _compiles(item: pytest.Item) -> bool:

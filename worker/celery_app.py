@@ -11,7 +11,7 @@ import logging
 
 from celery import signals
 
-from store.queue import EVALUATE_TASK, PACK_TASK, TRAIN_TASK, celery_for, enqueue_job
+from store.queue import EVALUATE_TASK, PACK_TASK, TASK_FOR_KIND, TRAIN_TASK, celery_for
 from store.settings import get_settings
 from worker import tasks
 from worker.callbacks import worker_shutting_down
@@ -41,17 +41,24 @@ def _stop_beating(**_: object) -> None:
         _liveness.stop()
 
 
-def _pass_on(job_id: str, kind: str) -> bool:
-    """A worker in warm shutdown still gets the message it prefetched: send it on, untouched."""
+def _pass_on(job_id: str, kind: str, queue: str | None = None) -> bool:
+    """A worker in warm shutdown still gets the message it prefetched: send it on, untouched,
+    to the queue it came from."""
     if worker_shutting_down():
-        enqueue_job(settings, job_id, kind)
+        celery_for(settings).send_task(
+            TASK_FOR_KIND[kind], args=[job_id], queue=queue or settings.train_queue
+        )
         return True
     return False
 
 
-@app.task(name=TRAIN_TASK, ignore_result=True)
-def train(job_id: str) -> str | None:
-    return None if _pass_on(job_id, "train") else tasks.train_job(job_id, settings)
+def _queue_of(task) -> str | None:  # noqa: ANN001
+    return (task.request.delivery_info or {}).get("routing_key")
+
+
+@app.task(name=TRAIN_TASK, ignore_result=True, bind=True)
+def train(self, job_id: str) -> str | None:  # noqa: ANN001
+    return None if _pass_on(job_id, "train", _queue_of(self)) else tasks.train_job(job_id, settings)
 
 
 @app.task(name=EVALUATE_TASK, ignore_result=True)

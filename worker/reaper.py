@@ -23,7 +23,7 @@ from sqlalchemy import select
 from store import jobs
 from store.db import session_scope
 from store.models import Job
-from store.queue import enqueue_job, queue_length
+from store.queue import enqueue_job, job_gpus, queue_length
 from store.settings import Settings
 from store.workers import remove_worker
 
@@ -35,11 +35,12 @@ def _send(settings: Settings, job_ids: list[str]) -> list[str]:
     if not job_ids:
         return []
     with session_scope(settings) as session:
-        kinds = dict(session.execute(select(Job.id, Job.kind).where(Job.id.in_(job_ids))).all())
+        rows = session.execute(select(Job.id, Job.kind, Job.config).where(Job.id.in_(job_ids)))
+        kinds = {job_id: (kind, job_gpus(config)) for job_id, kind, config in rows}
     sent = []
     for job_id in job_ids:
         try:
-            enqueue_job(settings, job_id, kinds[job_id])
+            enqueue_job(settings, job_id, *kinds[job_id])
             sent.append(job_id)
         except Exception as e:
             log.warning("job %s: broker unavailable (%s); sent again later", job_id, e)

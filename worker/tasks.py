@@ -28,7 +28,7 @@ from store.db import session_scope
 from store.metrics import write_metrics
 from store.models import Model
 from store.outages import call_through_outages, is_outage
-from store.queue import enqueue_job
+from store.queue import enqueue_job, job_gpus
 from store.settings import Settings
 from store.storage import StorageError, storage_from_settings
 from worker.callbacks import JobCallbacks
@@ -147,7 +147,7 @@ def _finish(
 
 
 def _release(
-    settings: Settings, job_id: str, worker: str, reason: str, kind: str = "train"
+    settings: Settings, job_id: str, worker: str, reason: str, kind: str = "train", gpus: int = 1
 ) -> str | None:
     """Back to the queue in order (the run stopped at its last checkpoint), then a wake-up call.
 
@@ -164,12 +164,63 @@ def _release(
         log.error("job %s: could not release it (%s); the reaper will requeue it", job_id, e)
         return None
     if state == jobs.QUEUED:
-        try:
-            enqueue_job(settings, job_id, kind)
-        except Exception as e:  # the dispatcher re-sends queued jobs nobody claims
-            log.warning("job %s: requeued, but the broker refused the task (%s)", job_id, e)
+        _send_again(settings, job_id, kind, gpus)
     log.info("job %s: %s -> %s", job_id, reason, state)
     return state
+
+
+def _send_again(settings: Settings, job_id: str, kind: str, gpus: int) -> None:
+    try:
+        enqueue_job(settings, job_id, kind, gpus)
+    except Exception as e:  # the dispatcher re-sends queued jobs nobody claims
+        log.warning("job %s: requeued, but the broker refused the task (%s)", job_id, e)
+
+
+def _lose(settings: Settings, job_id: str, worker: str, reason: str, gpus: int) -> str | None:
+    """A part of the run died (a rank of a multi-GPU job): a loss of the retry budget; the job
+    is requeued to resume from its last checkpoint, or fails once the budget is spent."""
+    state = _db(
+        settings,
+        f"job {job_id}: lost a rank",
+        lambda session: jobs.lose_worker(session, job_id, worker, reason, settings.max_attempts),
+    )
+    if state == jobs.QUEUED:
+        _send_again(settings, job_id, "train", gpus)
+    log.warning("job %s: %s -> %s", job_id, reason, state)
+    return state
+
+
+def worker_gpus(settings: Settings) -> int:
+    """GPUs (processes) this worker gives one job: SAGAN_WORKER_GPUS, else its CUDA devices."""
+    if settings.worker_gpus:
+        return settings.worker_gpus
+    import torch
+
+    cpu = settings.worker_device == "cpu" or not torch.cuda.is_available()
+    return 1 if cpu else max(1, torch.cuda.device_count())
+
+
+def _check_gpus(settings: Settings, cfg) -> None:  # noqa: ANN001
+    """A job asking for more GPUs than this worker gives fails at once, in one line."""
+    from sagan_core.config import ConfigError
+
+    have = worker_gpus(settings)
+    if cfg.gpus > have:
+        raise ConfigError(
+            "gpus",
+            f"the job asks for {cfg.gpus} and this worker gives {have} (SAGAN_WORKER_GPUS); "
+            f"it was sent to queue {settings.queue_for(cfg.gpus)}, which only workers of "
+            f"{cfg.gpus} or more should consume",
+        )
+    if cfg.gpus > 1 and cfg.device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.device_count() < cfg.gpus:
+            raise ConfigError(
+                "gpus",
+                f"the job asks for {cfg.gpus} GPUs and this worker sees "
+                f"{torch.cuda.device_count()} (CUDA_VISIBLE_DEVICES)",
+            )
 
 
 def _run_dir(settings: Settings, job_id: str) -> Path:
@@ -191,11 +242,13 @@ def train_job(job_id: str, settings: Settings) -> str | None:
 def _train(
     job_id: str, settings: Settings, worker: str, row: dict, liveness: JobLiveness
 ) -> str | None:
-    from sagan_core.config import TrainConfig, check_data_location
+    from sagan_core.config import Limits, TrainConfig, check_data_location
     from sagan_core.data import build_dataset
+    from sagan_core.distributed import RankLostError, train_distributed
     from sagan_core.trainer import Trainer
 
     storage = storage_from_settings(settings)
+    gpus = job_gpus(row["config"])
     last_checkpoint_step = row["checkpoint_step"]
     callbacks = None
     run_dir = _run_dir(settings, job_id)
@@ -203,10 +256,13 @@ def _train(
     try:
         # Checked again here, with this worker's settings: the job may have been queued before
         # the operator tightened the limits or the data roots.
-        limits = settings.limits()
+        # (GPUs are this worker's to judge: _check_gpus, not the API's largest pool)
+        limits = dataclasses.replace(settings.limits(), gpus=Limits.gpus)
         cfg = TrainConfig.from_dict(row["config"]).validate(limits).resolved()
         cfg = check_data_location(cfg, settings.resolved_data_roots(), settings.private_paths())
         cfg.device = job_device(settings, cfg.device)
+        _check_gpus(settings, cfg)
+        data_config = cfg  # what the ranks of a multi-GPU run build their dataset from
         reference_key = None
         if cfg.dataset == "stored":  # the packed file from this machine's cache, memory-mapped
             from worker.datasets import stored_dataset
@@ -216,6 +272,7 @@ def _train(
             )
             packed = dataclasses.replace(cfg, dataset="packed", data_root=str(local.path))
             dataset, reference_key = build_dataset(packed), local.reference_key
+            data_config = packed
         else:
             dataset = build_dataset(cfg)
         evaluator = None
@@ -245,17 +302,24 @@ def _train(
             class_names=list(dataset.class_names),
             last_checkpoint_step=last_checkpoint_step,
         )
-        trainer = Trainer(
-            cfg, run_dir / "run", callbacks, evaluator=evaluator, dataset=dataset, limits=limits
-        )
-        result = trainer.run(resume_from=resume)
+        if cfg.gpus > 1:  # this process is rank 0: the callbacks stay here
+            result = train_distributed(
+                cfg, run_dir / "run", callbacks, evaluator, dataset, limits, resume, data_config
+            )
+        else:
+            trainer = Trainer(
+                cfg, run_dir / "run", callbacks, evaluator=evaluator, dataset=dataset, limits=limits
+            )
+            result = trainer.run(resume_from=resume)
     except Exception as e:
         if callbacks is not None:
             last_checkpoint_step = callbacks.last_checkpoint_step
+        kept = f"resumes from step {last_checkpoint_step or 0}"
         if is_outage(e):
             log.warning("job %s stopped by an outage: %s", job_id, e)
-            kept = f"resumes from step {last_checkpoint_step or 0}"
-            return _release(settings, job_id, worker, f"outage ({e}); {kept}")
+            return _release(settings, job_id, worker, f"outage ({e}); {kept}", gpus=gpus)
+        if isinstance(e, RankLostError):
+            return _lose(settings, job_id, worker, f"{e}; {kept}", gpus)
         log.exception("job %s failed", job_id)
         return _finish(
             settings, job_id, worker, jobs.FAILED, failure_message(e, last_checkpoint_step)
@@ -275,7 +339,8 @@ def _train(
     if callbacks.stop_reason == "cancel":
         return _finish(settings, job_id, worker, jobs.CANCELLED)
     if callbacks.stop_reason == "shutdown":
-        return _release(settings, job_id, worker, f"worker shut down at step {result.step}")
+        reason = f"worker shut down at step {result.step}"
+        return _release(settings, job_id, worker, reason, gpus=gpus)
     log.warning(
         "job %s: lost ownership at step %d; leaving it to its new worker", job_id, result.step
     )

@@ -271,7 +271,7 @@ def create_job(
     session.commit()
     if created:
         try:
-            queue.enqueue_job(services.settings, job.id, job.kind)
+            queue.enqueue_job(services.settings, job.id, job.kind, queue.job_gpus(job.config))
         except Exception as e:  # kombu/redis raise many types; any of them means "not sent yet"
             # The job stays queued: the database is the outbox, and the dispatcher sends it once
             # the broker is back. The client's job exists either way.
@@ -480,7 +480,7 @@ def continue_job(
     )
     session.commit()
     try:
-        queue.enqueue_job(services.settings, new.id, new.kind)
+        queue.enqueue_job(services.settings, new.id, new.kind, queue.job_gpus(new.config))
     except Exception as e:  # as in create_job: the dispatcher sends it once the broker is back
         log.warning("job %s: broker unavailable (%s); the dispatcher will send it", new.id, e)
         job_states.add_event(

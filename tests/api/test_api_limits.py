@@ -5,6 +5,7 @@ Every refusal is a 422 whose detail names the field, the value and the limit, an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -132,7 +133,8 @@ def test_limits_come_from_sagan_max_environment_variables(monkeypatch):
 
 
 def test_default_limits_are_the_core_defaults():
-    assert Settings().limits() == Limits()
+    # ... but for GPUs: the service's bound is its largest worker pool (1 unless configured).
+    assert Settings().limits() == dataclasses.replace(Limits(), gpus=1)
     with pytest.raises(ConfigError, match="batch_size: must be <= 2048 .*SAGAN_MAX_BATCH_SIZE"):
         TrainConfig(batch_size=2049).validate()  # the core CLI gets the defaults too
 
