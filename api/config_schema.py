@@ -54,6 +54,7 @@ MINIMUM: dict[str, int | float] = {
     "eval_every": 0,
     "variety_every": 0,
     "eval_samples": 1,
+    "gpus": 1,
     "eval_reference_samples": 2,
     "seed": 0,
 }

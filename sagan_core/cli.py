@@ -129,15 +129,17 @@ def _train(args: argparse.Namespace) -> int:
             cache=DirectoryStatsCache(run_dir.parent / ".stats-cache"),
         )
     progress = _ProgressCallbacks(cfg.resolved().steps)
-    trainer = Trainer(
-        cfg,
-        run_dir,
-        callbacks=[progress, RunDirectoryWriter(run_dir)],
-        evaluator=evaluator,
-        dataset=dataset,
-    )
+    callbacks = [progress, RunDirectoryWriter(run_dir)]
     try:
-        result = trainer.run(resume_from=resume)
+        if cfg.gpus > 1:  # this process is rank 0 (the progress bar and files stay here)
+            from .distributed import train_distributed
+
+            result = train_distributed(cfg, run_dir, callbacks, evaluator, dataset, None, resume)
+        else:
+            trainer = Trainer(
+                cfg, run_dir, callbacks=callbacks, evaluator=evaluator, dataset=dataset
+            )
+            result = trainer.run(resume_from=resume)
     finally:
         progress.close()
     print(f"step {result.step}: checkpoint {result.last_checkpoint}")

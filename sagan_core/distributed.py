@@ -138,7 +138,7 @@ class GroupBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and dist.is_initialized()):
             return super().forward(x)
         world = dist.get_world_size()
         var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), unbiased=False)  # (C,), (C,)
@@ -187,8 +187,9 @@ def _watch_parent() -> None:
     """Exit when the parent (rank 0) is gone: our stdin is its pipe, and EOF means it died."""
 
     def wait() -> None:
-        try:
-            sys.stdin.buffer.read()
+        try:  # the raw descriptor: a buffered read would hold a lock the interpreter's exit needs
+            while os.read(0, 4096):
+                pass
         finally:
             os._exit(3)
 
@@ -244,8 +245,10 @@ def train_distributed(
 ):
     """Run `config` on config.gpus processes, this one rank 0; returns rank 0's TrainResult.
 
-    `data_config` is the config the children build their dataset with (default `config`; the
-    worker passes a stored dataset's local packed file). Raises RankLostError if a child died.
+    Rank 0 works in `run_dir` (its checkpoints in run_dir/checkpoints, as a one-process run's),
+    the others in run_dir/rank-N. `data_config` is the config the children build their dataset
+    with (default `config`; the worker passes a stored dataset's local packed file). Raises
+    RankLostError if a child died.
     """
     from .trainer import Trainer
 
@@ -284,9 +287,7 @@ def train_distributed(
         rank0 = dataclasses.replace(cfg, device=str(device))
         try:
             ranks = join(0, world, store, device)
-            trainer = Trainer(
-                rank0, run_dir / "rank-0", callbacks, evaluator, dataset, limits, ranks=ranks
-            )
+            trainer = Trainer(rank0, run_dir, callbacks, evaluator, dataset, limits, ranks=ranks)
             return trainer.run(resume_from=resume_from)
         except Exception as e:
             lost = _lost_child(children, run_dir)

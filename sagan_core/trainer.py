@@ -188,8 +188,9 @@ class Trainer:
     ):
         config.validate(limits)
         cfg = self.config = config.resolved()
-        # One of several processes (sagan_core.distributed): this rank's place, or None alone.
-        self.ranks = ranks if ranks is not None and ranks.world_size > 1 else None
+        # One of several processes (sagan_core.distributed): this rank's place, or None alone
+        # (a world of one still runs the DDP path: what bench_ddp compares with the plain one).
+        self.ranks = ranks
         self.is_main = self.ranks is None or self.ranks.is_main
         self.run_dir = Path(run_dir)
         if isinstance(callbacks, TrainerCallbacks):
@@ -254,8 +255,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if cuda else None
-            self.G_step = DDP(self.G, device_ids=ids, **_NO_BUFFER_SYNC)
-            self.D_update = DDP(self.D, device_ids=ids, **_NO_BUFFER_SYNC)
+            self.G_step = DDP(
+                self.G, device_ids=ids, gradient_as_bucket_view=True, **_NO_BUFFER_SYNC
+            )
+            self.D_update = DDP(
+                self.D, device_ids=ids, gradient_as_bucket_view=True, **_NO_BUFFER_SYNC
+            )
         if fast:
             for m in (*self.G.modules(), *self.D.modules()):
                 if isinstance(m, SelfAttention):

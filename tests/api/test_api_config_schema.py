@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from sagan_core.config import ConfigError, TrainConfig
+from store.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def _refused(field: str, value: Any) -> bool:
     value asks of the rest (data_root for a folder), not a refusal of the value."""
     try:
         # synthetic: any class count; data_root: what the folder and cifar data sets need
-        TrainConfig.from_dict({"dataset": "synthetic", "data_root": "x", field: value}).validate()
+        config = {"dataset": "synthetic", "data_root": "x", field: value}
+        TrainConfig.from_dict(config).validate(Settings().limits())  # the service's bounds
     except ConfigError as e:
         return e.field == field
     return False
