@@ -74,6 +74,10 @@ def test_worker_reserves_a_gpu_and_can_scale(compose: dict) -> None:
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert "container_name" not in worker and "ports" not in worker  # --scale worker=N works
+    # It offers jobs as many GPUs as it reserves, and the API knows that pool (#15).
+    assert int(worker["environment"]["SAGAN_WORKER_GPUS"]) == int(devices[0]["count"])
+    pools = compose["services"]["api"]["environment"]["SAGAN_GPU_POOLS"].split(",")
+    assert worker["environment"]["SAGAN_WORKER_GPUS"] in pools
 
 
 def test_dockerfiles_build_from_files_that_exist(compose: dict) -> None:
