@@ -221,6 +221,25 @@ def test_a_killed_rank_stops_the_run_with_rank_lost_error_after_a_checkpoint(tmp
     assert max(recorder.metrics) < 50
 
 
+class StopAt(Recorder):
+    def __init__(self, step: int):
+        super().__init__()
+        self.stop_at = step
+
+    def should_stop(self, step):
+        return step >= self.stop_at
+
+
+def test_a_stop_asked_on_rank_0_stops_every_rank_at_that_step_with_a_checkpoint(tmp_path):
+    cfg = config(batch_size=4, gpus=2, steps=50, checkpoint_every=0)
+    stopper = StopAt(3)  # a cancel, a warm shutdown: rank 0's callbacks say so
+    result = train_distributed(cfg, tmp_path, stopper)
+    assert result.stopped and result.step == 3
+    assert [s for s, _ in stopper.checkpoints] == [3]
+    assert load_checkpoint(result.last_checkpoint)["step"] == 3
+    assert not (tmp_path / "rank-1.error").exists()  # rank 1 stopped too, in order
+
+
 def test_gpus_is_validated(tmp_path):
     assert TrainConfig().gpus == 1
     with pytest.raises(ConfigError) as e:
