@@ -210,9 +210,8 @@ def rank_main(spec_path: str, rank: int) -> int:
     from .trainer import Trainer
 
     try:
-        cfg = TrainConfig.from_dict(spec["config"])
+        cfg = TrainConfig.from_dict(spec["config"])  # device "cuda" or "cpu": join picks cuda:r
         device = torch.device(rank_device(cfg.device, rank))
-        cfg.device = str(device)
         if device.type == "cpu":
             torch.set_num_threads(_threads_per_rank(spec["world_size"]))
         store = dist.TCPStore(
@@ -250,13 +249,21 @@ def train_distributed(
     with (default `config`; the worker passes a stored dataset's local packed file). Raises
     RankLostError if a child died.
     """
+    from .config import ConfigError
+    from .device import resolve_device
     from .trainer import Trainer
 
     cfg = config.resolved()
     world = cfg.gpus
+    # Every rank's config says "cuda" (or "cpu"); each joins on its own cuda:r, which becomes its
+    # current device, and the Trainer takes that (the config itself refuses cuda:N for gpus > 1).
+    kind = resolve_device(cfg.device).type
+    if kind not in ("cuda", "cpu"):
+        raise ConfigError("gpus", f"a run of gpus={world} runs on CUDA or the CPU, not {kind}")
+    cfg = dataclasses.replace(cfg, device=kind)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(rank_device(cfg.device, 0))
+    device = torch.device(rank_device(kind, 0))
     store = dist.TCPStore(
         "127.0.0.1", 0, world, is_master=True, timeout=JOIN_TIMEOUT, wait_for_workers=False
     )
@@ -284,14 +291,13 @@ def train_distributed(
             )
         if device.type == "cpu":
             torch.set_num_threads(_threads_per_rank(world))
-        rank0 = dataclasses.replace(cfg, device=str(device))
         try:
             ranks = join(0, world, store, device)
-            trainer = Trainer(rank0, run_dir, callbacks, evaluator, dataset, limits, ranks=ranks)
+            trainer = Trainer(cfg, run_dir, callbacks, evaluator, dataset, limits, ranks=ranks)
             return trainer.run(resume_from=resume_from)
         except Exception as e:
-            lost = _lost_child(children, run_dir)
-            if lost is not None and not _is_job_error(e):
+            lost = None if _is_job_error(e) else _lost_child(children, run_dir)
+            if lost is not None:
                 raise RankLostError(*lost) from e
             raise
     finally:

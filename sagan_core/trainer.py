@@ -198,6 +198,8 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.evaluator = evaluator
         self.device = check_device_available(resolve_device(cfg.device), cfg.device)
+        if self.ranks is not None and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())  # this rank's cuda:r
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
