@@ -24,6 +24,14 @@ class ResponseCache:
         text = f"{resource}\n{version}\n{query!r}"
         return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 
+    def get(self, etag: str) -> tuple[bytes, str] | None:
+        """The cached (content, media type) for the ETag, or None."""
+        with self._lock:
+            if etag in self._entries:
+                self._entries.move_to_end(etag)
+                return self._entries[etag]
+        return None
+
     def get_or_render(
         self, etag: str, render: Callable[[], tuple[bytes, str]]
     ) -> tuple[bytes, str]:

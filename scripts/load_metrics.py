@@ -379,6 +379,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds per request")
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole run")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    p.add_argument(
+        "--wrk",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also read for this long with wrk (C, --clients connections): the same reads "
+        "without the Python client threads' own CPU on the API's machine (needs wrk)",
+    )
     args = p.parse_args(argv)
     if args.names * args.steps > MAX_POINTS_WRITTEN:
         p.error(f"--names x --steps must be at most {MAX_POINTS_WRITTEN}")
@@ -386,6 +394,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.broker_url:
         _check_loopback(args.broker_url, "--broker-url")
     return args
+
+
+def _wrk(url: str, headers: dict[str, str], clients: int, seconds: float, api_pid: int) -> dict:
+    """The reads from wrk: `clients` connections on 2 threads for `seconds`; its percentiles."""
+    import re
+
+    if not shutil.which("wrk"):
+        raise SystemExit("--wrk needs wrk on PATH (Debian: apt-get install wrk)")
+    cmd = ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds:g}s", "--latency"]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    cpu0 = _cpu_seconds(api_pid)
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    cpu = _cpu_seconds(api_pid) - cpu0
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def pct(p: str) -> float | None:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return round(float(m.group(1)) * units[m.group(2)], 1) if m else None
+
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    n = int(done.group(1)) if done else 0
+    wall = float(done.group(2)) * (1 if done and done.group(3) == "s" else 1e-3) if done else 0
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    return {
+        "phase": "GET metrics (wrk)",
+        "requests": n,
+        "errors": int(bad.group(1)) if bad else 0,
+        "error_kinds": {"socket": errors.group(0)} if errors else {},
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "max_ms": None,
+        "throughput_rps": round(n / wall, 1) if wall else None,
+        "wall_s": wall,
+        "stopped_early": False,
+        "api_cpu_ms_per_request": round(1000 * cpu / n, 2) if n else None,
+    }
 
 
 def _machine(database_url: str) -> dict:
@@ -445,6 +491,13 @@ def main(argv: list[str] | None = None) -> dict:
                 # The API's own CPU per request: what latency costs on a machine the load
                 # generator does not share.
                 reads.api_cpu_s = _cpu_seconds(api_pid) - cpu0
+                wrk = None
+                if args.wrk:
+                    params = {"max_points": args.max_points}
+                    if args.read_names:
+                        params["names"] = args.read_names
+                    reads_url = httpx.URL(f"{base}/jobs/{job_id}/metrics", params=params)
+                    wrk = _wrk(str(reads_url), args.auth_header, args.clients, args.wrk, api_pid)
                 posts = Phase("POST /jobs")
                 if args.jobs:
                     _run_phase(
@@ -457,7 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "clients": args.clients,
                 "post_clients": args.post_clients,
                 "api_workers": args.api_workers,
-                "phases": [reads.summary(), posts.summary()],
+                "phases": [reads.summary(), posts.summary()] + ([wrk] if wrk else []),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -16,16 +16,21 @@ class Base(DeclarativeBase):
     pass
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, on_loop: bool = False) -> Engine:
+    """An engine for the URL. `on_loop`: for the API's few short reads on its event loop, which
+    must never wait long (a wait there stalls every request): a pool of its own (so the event
+    loop never waits for a connection a thread-pool handler holds), a short connect timeout and,
+    on SQLite, a short busy wait."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        busy_s = 2 if on_loop else 30
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_s})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
             # WAL lets the API read while the worker writes; foreign keys are off by default.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_s * 1000}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -33,13 +38,23 @@ def make_engine(url: str) -> Engine:
     # pre_ping: a connection the server dropped (restart, pg_terminate_backend) is replaced before
     # use. 10 + 20 connections serve the API's thread pool under load without opening and closing
     # overflow connections on every burst.
+    if on_loop:  # used one request at a time, each returning its connection before it awaits
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=2,
+            pool_timeout=5,
+            connect_args={"connect_timeout": 3},
+        )
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 @lru_cache
-def sessionmaker_for(url: str) -> sessionmaker[Session]:
-    """One engine (one connection pool) per database URL and process."""
-    return sessionmaker(bind=make_engine(url), expire_on_commit=False)
+def sessionmaker_for(url: str, on_loop: bool = False) -> sessionmaker[Session]:
+    """One engine (one connection pool) per database URL and process (and one more for the
+    API's reads on its event loop: `make_engine(on_loop=True)`)."""
+    return sessionmaker(bind=make_engine(url, on_loop), expire_on_commit=False)
 
 
 @contextmanager

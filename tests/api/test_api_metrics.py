@@ -155,3 +155,24 @@ def test_an_evaluation_job_knows_its_own_names(embedded):
         "names: unknown metric 'd_loss'. Known for this evaluate job: fid, fid_class_<k>, "
         "intra_fid, is, is_std, kid, kid_std; no rows yet"
     )
+
+
+@pytest.mark.parametrize("service", ["distributed"], indirect=True)
+def test_a_cached_read_is_answered_while_every_thread_pool_connection_is_busy(service):
+    """A metric read's identity and owner checks run on the event loop with a pool of their own
+    (#9): a loop waiting for a connection that thread-pool handlers hold would stall every
+    request, and those handlers could not even give theirs back (their teardown is scheduled by
+    the loop)."""
+    from store.db import sessionmaker_for
+
+    job_id = _job_with_metrics(service.client)
+    url = f"/jobs/{job_id}/metrics"
+    assert service.client.get(url, params={"names": "d_loss"}).status_code == 200  # cached now
+    engine = sessionmaker_for(get_settings().resolved_database_url()).kw["bind"]
+    held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]
+    try:
+        r = service.client.get(url, params={"names": "d_loss"})
+        assert r.status_code == 200 and len(r.json()["series"]["d_loss"]) == 100
+    finally:
+        for conn in held:
+            conn.close()
