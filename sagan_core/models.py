@@ -155,16 +155,16 @@ class Discriminator(_Attending):
             cin = mult * ch
         self.linear = sn_linear(cin, 1)
         self.embed = sn_embedding(num_classes, cin)
-        # Weight of the class projection term: 1.0 is the paper's D; the trainer lowers it during
-        # `class_warmup` (a plain attribute, not a weight: checkpoints do not carry it).
-        self.class_weight = 1.0
+        # Weight of the class projection term: 1 is the paper's D; the trainer lowers it during
+        # `class_warmup`. A buffer, not a Python number, so that a compiled D reads it as an input
+        # (a number would be a constant of the graph: a recompile at every warm-up step); not
+        # persistent: checkpoints do not carry it.
+        self.register_buffer("class_weight", torch.ones(()), persistent=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = x  # (B, 3, R, R)
         for block in self.blocks:
             h = block(h)  # (B, Ci, Hi, Wi)
         h = F.relu(h).sum(dim=(2, 3))  # (B, C)
-        projection = (self.embed(y) * h).sum(dim=1)  # (B,)
-        if self.class_weight != 1.0:  # class_warmup: the projection term fades in
-            projection = projection * self.class_weight
+        projection = (self.embed(y) * h).sum(dim=1) * self.class_weight  # (B,); x * 1 is x
         return self.linear(h).squeeze(1) + projection  # (B,)

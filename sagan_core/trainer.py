@@ -329,7 +329,7 @@ class Trainer:
         cfg, G, D = self.config, self.G_step, self.D
         D.requires_grad_(True)
         if cfg.class_warmup:  # the step being taken is self.step + 1
-            D.class_weight = min(1.0, (self.step + 1) / cfg.class_warmup)
+            D.class_weight.fill_(min(1.0, (self.step + 1) / cfg.class_warmup))
         for _ in range(cfg.d_steps):
             x_real, y_real = self.sampler.next()  # (B, 3, R, R), (B,)
             z, y_fake = self._latent()

@@ -102,6 +102,23 @@ def test_compiled_networks_have_no_graph_breaks_and_a_second_step_does_not_recom
     assert torch._dynamo.explain(fast.D)(x, torch.zeros(8, dtype=torch.long)).graph_break_count == 0
 
 
+def test_a_class_warmup_does_not_recompile_the_compiled_d_at_each_step(fast):
+    # D's projection weight changes every warm-up step: a buffer the graph reads, not a constant.
+    fast.config.class_warmup, step = 10, fast.step
+    try:
+        fast.train_step()  # every variant a step needs compiled (no_grad and grad G calls)
+        fast.step += 1
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(2):  # the weight moves from 0.2 to 0.3: the same graphs
+                fast.train_step()
+                fast.step += 1
+        assert float(fast.D.class_weight) == pytest.approx((step + 3) / 10)
+    finally:
+        fast.config.class_warmup = 0
+        fast.D.class_weight.fill_(1.0)
+        fast.step = step
+
+
 def weights(path) -> dict[str, torch.Tensor]:
     ckpt = load_checkpoint(path)
     return {f"{net}.{k}": v for net in ("G", "D", "G_ema") for k, v in ckpt[net].items()}

@@ -154,7 +154,7 @@ def test_class_warmup_fades_the_projection_term_in(tmp_path):
     weights = []
     for _ in range(5):
         t.train_step()
-        weights.append(t.D.class_weight)
+        weights.append(float(t.D.class_weight))
         t.step += 1
     assert weights == [0.25, 0.5, 0.75, 1.0, 1.0]
 
