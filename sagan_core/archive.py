@@ -92,7 +92,6 @@ def _classes_of(names: list[str]) -> tuple[list[str], list[int]]:
 
 def _decode(data: BinaryIO, name: str, resolutions: list[int]) -> dict[int, bytes]:
     """Decode one image, convert to RGB, resize the shorter side and center-crop per resolution."""
-    import numpy as np
     from PIL import Image
 
     try:
@@ -101,16 +100,9 @@ def _decode(data: BinaryIO, name: str, resolutions: list[int]) -> dict[int, byte
             rgb = im.convert("RGB")
     except Exception as e:  # PIL raises several types for bad files
         raise _error(f"image {name!r} cannot be decoded as RGB: {e}") from e
-    out = {}
-    for r in resolutions:
-        w, h = rgb.size
-        s = r / min(w, h)
-        nw, nh = max(r, round(w * s)), max(r, round(h * s))
-        im = rgb.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - r) // 2, (nh - r) // 2
-        im = im.crop((left, top, left + r, top + r))
-        out[r] = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).tobytes()
-    return out
+    from .images import square_crop
+
+    return {r: square_crop(rgb, r).tobytes() for r in resolutions}
 
 
 class _HashedWriter:

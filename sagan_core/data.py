@@ -158,16 +158,11 @@ def _load_image(path: Path, resolution: int) -> np.ndarray:
     """Decode, resize the shorter side to R and center-crop: (3, R, R) uint8."""
     from PIL import Image
 
+    from .images import square_crop
+
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            s = resolution / min(w, h)
-            nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - resolution) // 2, (nh - resolution) // 2
-            im = im.crop((left, top, left + resolution, top + resolution))
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+            return square_crop(im.convert("RGB"), resolution)
     except Exception as e:  # PIL raises several types for bad files
         raise DatasetError(f"cannot read image {path}: {e}") from e
 
