@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig
+from .distributed import Ranks, shard
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 PACK_MAGIC = b"SAGANPK1"
@@ -257,15 +258,13 @@ class BatchSampler:
         device: torch.device,
         generator: torch.Generator,
         device_bytes: int = 4 << 30,
-        ranks=None,  # noqa: ANN001  (sagan_core.distributed.Ranks: this rank's slice of the batch)
+        ranks: Ranks | None = None,  # this rank's slice of the batch
     ):
         self.batch_size, self.device, self.generator = batch_size, device, generator
         # Several processes: every rank draws the global batch's indices from the same generator
         # state and gathers only its slice, so each reads different images and all stay in step.
         self.world = ranks.world_size if ranks is not None else 1
-        self.part = slice(0, batch_size)
-        if ranks is not None:
-            self.part = slice(ranks.rank * batch_size, (ranks.rank + 1) * batch_size)
+        self.part = shard(batch_size, ranks)
         self.n = len(dataset)
         images = dataset.images
         if isinstance(images, torch.Tensor) and images.numel() <= device_bytes:

@@ -93,9 +93,7 @@ def rank_device(device: str, rank: int) -> str:
     return f"cuda:{rank}" if device.startswith("cuda") else device
 
 
-def join(
-    rank: int, world_size: int, store: dist.Store, device: torch.device, init_timeout=JOIN_TIMEOUT
-) -> Ranks:
+def join(rank: int, world_size: int, store: dist.Store, device: torch.device) -> Ranks:
     """Join the run's process groups (the step's group and the CPU control group)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -413,8 +413,10 @@ class Trainer:
                 values = stats
             else:
                 if self.flops_per_step is None and self.ranks is not None:
-                    self.flops_per_step = step_flops(cfg)  # (DDP's step under a counting mode
-                    stats = self.train_step()  # would count its collectives' copies too)
+                    # Counted on meta copies: a counting mode around DDP's step would count the
+                    # copies its collectives make too.
+                    self.flops_per_step = step_flops(cfg)
+                    stats = self.train_step()
                 elif self.flops_per_step is None:
                     # Count the work of one real step once, so the log can show achieved TFLOP/s.
                     with FlopCounterMode(display=False) as counter:

@@ -81,9 +81,11 @@ def job_gpus(config: dict | None) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
 
 
-def enqueue_job(settings: Settings, job_id: str, kind: str, gpus: int = 1) -> None:
-    """Send the job's task (its id only) to the queue of jobs of `gpus` GPUs."""
-    queue = settings.queue_for(gpus)
+def enqueue_job(
+    settings: Settings, job_id: str, kind: str, gpus: int = 1, queue: str | None = None
+) -> None:
+    """Send the job's task (its id only) to the queue of jobs of `gpus` GPUs (or to `queue`)."""
+    queue = queue or settings.queue_for(gpus)
     celery_for(settings).send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
 
 

@@ -11,7 +11,7 @@ import logging
 
 from celery import signals
 
-from store.queue import EVALUATE_TASK, PACK_TASK, TASK_FOR_KIND, TRAIN_TASK, celery_for
+from store.queue import EVALUATE_TASK, PACK_TASK, TRAIN_TASK, celery_for, enqueue_job
 from store.settings import get_settings
 from worker import tasks
 from worker.callbacks import worker_shutting_down
@@ -45,9 +45,7 @@ def _pass_on(job_id: str, kind: str, queue: str | None = None) -> bool:
     """A worker in warm shutdown still gets the message it prefetched: send it on, untouched,
     to the queue it came from."""
     if worker_shutting_down():
-        celery_for(settings).send_task(
-            TASK_FOR_KIND[kind], args=[job_id], queue=queue or settings.train_queue
-        )
+        enqueue_job(settings, job_id, kind, queue=queue)
         return True
     return False
 
