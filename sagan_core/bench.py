@@ -31,7 +31,10 @@ PATHS = {
     "plain": {"precision": "fp32", "path": "plain"},
     "bf16": {"precision": "bf16", "path": "plain"},
     "fast": {"precision": "fp32", "path": "fast"},  # bf16 on CUDA whatever precision says
+    # fast with CUDA graphs (reduce-overhead); on a CPU it would be fast again, so not by default
+    "graphs": {"precision": "fp32", "path": "fast", "cuda_graphs": True},
 }
+CUDA_ONLY = ("graphs",)
 # The sizes (resolution, batch, classes): CUDA's default; the CPU's is the first.
 SIZES = ((32, 64, 10), (32, 256, 10), (128, 256, 1000))
 # Largest relative error of a loss or a network's gradient for the one-step check to hold.
@@ -163,9 +166,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench"
     p.add_argument("--device", default="auto")
     p.add_argument("--iters", "--steps", dest="iters", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--paths", default=",".join(PATHS), help=f"comma list of {', '.join(PATHS)}")
+    p.add_argument(
+        "--paths",
+        help=f"comma list of {', '.join(PATHS)} (default: all on CUDA; on a CPU all but "
+        f"{', '.join(CUDA_ONLY)})",
+    )
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.paths.split(",") if n.strip()]
+    cuda = torch.cuda.is_available() and args.device not in ("cpu", "mps")
+    default = [n for n in PATHS if cuda or n not in CUDA_ONLY]
+    names = [n.strip() for n in (args.paths or ",".join(default)).split(",") if n.strip()]
     unknown = [n for n in names if n not in PATHS]
     if unknown:
         p.error(f"unknown path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}")
@@ -180,7 +189,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench"
         r = args.resolution or 32
         sizes = [(r, args.batch_size or 64, args.num_classes or (1000 if r >= 128 else 10))]
     else:
-        cuda = torch.cuda.is_available() and args.device not in ("cpu", "mps")
         sizes = list(SIZES if cuda else SIZES[:1])
     for resolution, batch, classes in sizes:
         args.resolution, args.batch_size, args.num_classes = resolution, batch, classes

@@ -263,6 +263,10 @@ class TrainConfig:
     precision: str = "fp32"
     # "plain" or "fast" (PATHS); None: fast on CUDA, plain elsewhere (the trainer fills it in).
     path: str | None = None
+    # The fast path on CUDA in one process: compile's reduce-overhead mode, CUDA graphs (one
+    # launch per compiled graph, for small images where launches dominate). Off until measured
+    # on a GPU (issue #14); no effect on a CPU.
+    cuda_graphs: bool = False
     # Processes of one data-parallel run (sagan_core.distributed): one per GPU (cuda:0..N-1), or
     # N CPU processes; batch_size is per process, so the global batch is gpus * batch_size.
     gpus: int = 1
@@ -410,6 +414,16 @@ class TrainConfig:
         need(self.precision in PRECISIONS, "precision", "must be 'fp32' or 'bf16'")
         need(self.path is None or self.path in PATHS, "path", "must be 'plain' or 'fast'")
         need(self.gpus >= 1, "gpus", "must be >= 1")
+        need(
+            not self.cuda_graphs or self.path != "plain",
+            "cuda_graphs",
+            "needs path fast (or null): the plain path is eager",
+        )
+        need(
+            not self.cuda_graphs or self.gpus == 1,
+            "cuda_graphs",
+            f"needs gpus 1 (got {self.gpus}): DDP's gradient hooks run outside the graphs",
+        )
         if self.gpus > 1:
             need(
                 not dev.startswith("cuda:"),
@@ -552,6 +566,9 @@ DESCRIPTIONS: dict[str, str] = {
     "and D, fused Adam, EMA by foreach ops, losses read back only every log_every steps; on "
     "CUDA also bf16 autocast and channels_last, whatever precision says); null: fast on CUDA, "
     "plain elsewhere.",
+    "cuda_graphs": "With the fast path on CUDA in one process: compile with CUDA graphs "
+    "(reduce-overhead mode), one launch per compiled graph, for small images where kernel "
+    "launches dominate; no effect on a CPU. Off by default (not yet measured on a GPU).",
 }
 
 

@@ -252,3 +252,13 @@ def test_every_field_has_a_description_and_its_choices_are_the_ones_validate_tak
         with pytest.raises(ConfigError) as e:
             TrainConfig(**{field: "x" if isinstance(choices[0], str) else 48}).validate()
         assert e.value.field == field
+
+
+def test_cuda_graphs_need_the_fast_path_and_one_process():
+    assert TrainConfig(cuda_graphs=True).validate().cuda_graphs is True  # path null: fast on CUDA
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(cuda_graphs=True, path="plain").validate()
+    assert e.value.field == "cuda_graphs" and "path fast" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(cuda_graphs=True, gpus=2).validate()
+    assert e.value.field == "cuda_graphs" and "gpus 1 (got 2)" in str(e.value)

@@ -92,6 +92,20 @@ def test_fast_step_equals_the_plain_step_from_identical_weights_and_inputs(tmp_p
     assert step_flops(plain.config) == counter.get_total_flops()
 
 
+def test_the_fast_path_is_channels_last_on_the_cpu_too_and_cuda_graphs_are_a_no_op_there(
+    tmp_path, fast
+):
+    # oneDNN's convolutions are faster on NHWC (x1.2 eager at paper widths, 32 px, batch 64).
+    for net in (fast.G, fast.D, fast.G_ema):
+        convs = [p for p in net.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    x = fast.G(torch.randn(4, 8), torch.zeros(4, dtype=torch.long))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert Trainer(tiny_config("plain"), tmp_path / "p").channels_last is False
+    graphs = Trainer(tiny_config("fast", cuda_graphs=True), tmp_path / "g")
+    assert graphs.channels_last and not graphs.cuda_graphs  # reduce-overhead only on CUDA
+
+
 def test_compiled_networks_have_no_graph_breaks_and_a_second_step_does_not_recompile(fast):
     fast.train_step()  # compiled already (or now): every variant a step needs
     with torch._dynamo.config.patch(error_on_recompile=True):

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, in one prepared run (issues #11, #14, #15): for a lent device,
+# where only PyTorch and common ML packages are installed (sagan_core needs nothing else).
+#
+#   scripts/gpu_check.sh                      # tests bench eval (about 10 minutes on one H100)
+#   scripts/gpu_check.sh tests quality ddp    # any of: tests bench eval quality ddp
+#   STEPS=10 SIZES=32x64 scripts/gpu_check.sh bench
+#
+# Everything printed is also written under $OUT (or ./gpu-check): the tables go in the closing
+# note with the GPU they ran on (gpu.txt). `eval` needs torch-fidelity, which such a device may
+# lack: carry it as a wheel in .whl (pip download --no-deps torch-fidelity -d .whl); wheels
+# found there are installed into /tmp/site first.
+set -uo pipefail
+out=${OUT:-gpu-check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then
+    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+stages=${*:-tests bench eval}
+status=0
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"; } | tee "$out/gpu.txt"
+$python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" |
+    tee -a "$out/gpu.txt"
+
+for stage in $stages; do
+    echo "=== $stage"
+    case $stage in
+    tests) # the fast path's step on CUDA against plain; CUDA graphs without skips (#14)
+        $python -m pytest -q -p no:cacheprovider --noconftest tests/core/test_fast_path_cuda.py \
+            2>&1 | tee "$out/tests.txt" ;;
+    bench) # plain, bf16, fast and fast + CUDA graphs at the issue's three sizes (#14)
+        $python -m sagan_core.bench --steps "${STEPS:-20}" --warmup 3 ${SIZES:+--sizes "$SIZES"} \
+            2>&1 | tee "$out/bench.md" ;;
+    eval) # 50,000-sample IS + FID beside torch-fidelity's pipeline (#14). No network there:
+        # Inception with random weights times the same work (the weights' values cost nothing).
+        weights=${INCEPTION_WEIGHTS:-}
+        if [ -z "$weights" ]; then
+            weights=/tmp/inception-random.pth
+            $python -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; \
+from random_inception import save_random_inception; save_random_inception(Path('$weights'))"
+        fi
+        $python -m sagan_core.bench_eval --inception-weights "$weights" --samples "${SAMPLES:-50000}" \
+            2>&1 | tee "$out/bench_eval.md" ;;
+    quality) # the paper preset on digits must not collapse (#11): 10,000 steps
+        $python -m sagan_core.bench_quality --set preset=paper --set device=cuda \
+            --grid "$out/paper.png" 2>&1 | tee "$out/quality.md" ;;
+    ddp) # DDP overhead on 1 GPU and scaling over every visible GPU (#15)
+        $python -m sagan_core.bench_ddp 2>&1 | tee "$out/bench_ddp.md" ;;
+    *) echo "unknown stage $stage (tests bench eval quality ddp)" >&2; status=2; continue ;;
+    esac
+    rc=$?
+    [ $rc -ne 0 ] && { echo "=== $stage failed: rc $rc"; status=1; }
+done
+exit $status
