@@ -563,8 +563,8 @@ DESCRIPTIONS: dict[str, str] = {
     "batch (the run is then the one-process run with the global batch); false: each process "
     "uses its own share.",
     "path": "How a step runs: plain (eager, unfused: the reference) or fast (torch.compile of G "
-    "and D, fused Adam, EMA by foreach ops, losses read back only every log_every steps; on "
-    "CUDA also bf16 autocast and channels_last, whatever precision says); null: fast on CUDA, "
+    "and D, channels_last, fused Adam, EMA by foreach ops, losses read back only every "
+    "log_every steps; on CUDA also bf16 autocast, whatever precision says); null: fast on CUDA, "
     "plain elsewhere.",
     "cuda_graphs": "With the fast path on CUDA in one process: compile with CUDA graphs "
     "(reduce-overhead mode), one launch per compiled graph, for small images where kernel "

@@ -2,7 +2,7 @@
 # The checks that need a GPU, in one prepared run (issues #11, #14, #15): for a lent device,
 # where only PyTorch and common ML packages are installed (sagan_core needs nothing else).
 #
-#   scripts/gpu_check.sh                      # tests bench eval (about 10 minutes on one H100)
+#   scripts/gpu_check.sh                      # tests bench eval (not yet timed on a GPU)
 #   scripts/gpu_check.sh tests quality ddp    # any of: tests bench eval quality ddp
 #   STEPS=10 SIZES=32x64 scripts/gpu_check.sh bench
 #

@@ -68,7 +68,7 @@ def test_cuda_graphs_run_without_skips_or_recompiles_and_end_with_the_same_weigh
         t.step = 0
         with torch._dynamo.config.patch(error_on_recompile=True):
             t.run()  # four more steps: replays, not recompiles
-        ended[graphs] = [float(t.D.linear.parametrizations.weight.original.float().norm())]
+        ended[graphs] = float(t.D.linear.parametrizations.weight.original.float().norm())
     assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
     # Same seed, same data: graphs change how kernels are launched, not what they compute.
     assert ended[True] == pytest.approx(ended[False], rel=1e-3)
