@@ -280,6 +280,28 @@ def heartbeat(
     return session.execute(select(Job.state).where(Job.id == job_id)).scalar_one_or_none()
 
 
+def images_per_step(config: dict | None) -> int:
+    """Images one training step consumes, as the trainer counts `images_per_s`: batch size x D steps
+    x ranks (`batch_size` is per process)."""
+    config = config or {}
+
+    def positive(key: str) -> int:
+        value = config.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+    return positive("batch_size") * positive("d_steps") * positive("gpus")
+
+
+def eta_seconds(job: Job) -> float | None:
+    """Seconds left of a running training job at its measured rate; None until a rate is known."""
+    if job.kind != "train" or job.state not in (RUNNING, CANCELLING) or not job.images_per_s:
+        return None
+    if job.images_per_s <= 0:
+        return None
+    remaining = max(job.total_steps - job.step, 0)
+    return round(remaining * images_per_step(job.config) / job.images_per_s, 1)
+
+
 def job_status(session: Session, job_id: str) -> tuple[str, str | None] | None:
     """(state, owning worker) of a job, or None if it does not exist."""
     row = session.execute(select(Job.state, Job.worker).where(Job.id == job_id)).one_or_none()

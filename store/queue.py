@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from store.settings import Settings
+
+log = logging.getLogger(__name__)
 
 TRAIN_TASK = "sagan.train"
 EVALUATE_TASK = "sagan.evaluate"
@@ -87,6 +91,20 @@ def enqueue_job(
     """Send the job's task (its id only) to the queue of jobs of `gpus` GPUs (or to `queue`)."""
     queue = queue or settings.queue_for(gpus)
     celery_for(settings).send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
+
+
+def send_or_note(
+    settings: Settings, job_id: str, kind: str, gpus: int = 1, queue: str | None = None
+) -> Exception | None:
+    """Send the job's task; a broker that is down is not an error (the job stays queued in the
+    database, the outbox, and the dispatcher sends it once the broker is back). Returns what the
+    broker raised, for the caller to note on the job, or None when the task was sent."""
+    try:
+        enqueue_job(settings, job_id, kind, gpus, queue=queue)
+    except Exception as e:  # kombu/redis raise many types; any of them means "not sent yet"
+        log.warning("job %s: broker unavailable (%s); the dispatcher will send it", job_id, e)
+        return e
+    return None
 
 
 def queue_length(settings: Settings) -> int:

@@ -154,7 +154,8 @@ def redis_url() -> str:
 
     if not _port_open(6379):
         pytest.fail("Redis is not running on 127.0.0.1:6379 (make test starts it)")
-    url = f"{REDIS_HOST}/13"
+    # SAGAN_TEST_REDIS_DB: two suites run at once on one Redis keep apart
+    url = f"{REDIS_HOST}/{os.environ.get('SAGAN_TEST_REDIS_DB', '13')}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
