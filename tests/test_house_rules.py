@@ -1,6 +1,6 @@
-"""The house rules a newcomer relies on: no import circle inside the project (lazy imports count: a lazy
-import is for a heavy dependency, never to hide a circle), no private name taken from another module, and no
-file so long it does two jobs."""
+"""The house rules a newcomer relies on: no import circle inside the project (lazy imports
+count: a lazy import is for a heavy dependency, never to hide a circle), no private name taken
+from another module, and no file so long it does two jobs."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def _absolute(node: ast.ImportFrom, here: str, is_package: bool) -> str:
 
 
 def imports_of(path: Path, here: str, modules: dict[str, Path]) -> list[tuple[str, str | None]]:
-    """(module, name) for every import in the file, lazy ones included; name is the imported name of a
-    `from M import name` that is not itself a module."""
+    """(module, name) for every import in the file, lazy ones included; name is the imported
+    name of a `from M import name` that is not itself a module."""
     found: list[tuple[str, str | None]] = []
     is_package = path.name == "__init__.py"
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -55,7 +55,7 @@ def imports_of(path: Path, here: str, modules: dict[str, Path]) -> list[tuple[st
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     modules = project_modules(root)
     return {
-        name: {target for target, _ in imports_of(path, name, modules) if target in modules} - {name}
+        name: {t for t, _ in imports_of(path, name, modules) if t in modules} - {name}
         for name, path in modules.items()
     }
 
@@ -101,7 +101,8 @@ def private_imports(root: Path = ROOT) -> list[str]:
     for name, path in modules.items():
         for source, imported in imports_of(path, name, modules):
             leaf = imported if imported is not None else source.rsplit(".", 1)[-1]
-            if source.split(".")[0] in PACKAGES and leaf.startswith("_") and not leaf.startswith("__"):
+            private = leaf.startswith("_") and not leaf.startswith("__")
+            if private and source.split(".")[0] in PACKAGES:
                 wrong.append(f"{path.relative_to(root)} imports {leaf} from {source}")
     return wrong
 
