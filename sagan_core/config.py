@@ -11,6 +11,7 @@ import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # "stored": a dataset kept by the service (POST /datasets), named by dataset_id.
 DATASETS = ("digits", "cifar10", "cifar100", "folder", "packed", "synthetic", "stored")
@@ -640,3 +641,19 @@ def _coerce(name: str, value: typing.Any, hint: typing.Any) -> typing.Any:
     if not ok:
         raise ConfigError(name, f"must be {_SCALARS[base]} (got {shown(value)})")
     return value
+
+
+def parse_assignments(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
+    """`KEY=VALUE` pairs (a command line's `--set steps=2000 --set preset=paper`) as a dict; each
+    value is read as JSON (`2000`, `1e-4`, `true`, `null`, `[3, 7]`), else kept as text. A pair with
+    no `=` or no key raises ValueError naming it."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} steps=2000")
+        try:
+            values[key.strip()] = json.loads(text)
+        except ValueError:
+            values[key.strip()] = text
+    return values
