@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 # "stored": a dataset kept by the service (POST /datasets), named by dataset_id.
-DATASETS = ("digits", "cifar10", "cifar100", "folder", "packed", "synthetic", "stored")
+DATASETS = ("digits", "shapes", "cifar10", "cifar100", "folder", "packed", "synthetic", "stored")
 RESOLUTIONS = (32, 64, 128, 256)
 PRESETS = ("tiny", "paper")
 PRECISIONS = ("fp32", "bf16")
@@ -26,7 +26,7 @@ Z_MODES = ("input", "hierarchical")
 # DiffAugment transforms (sagan_core.augment) for every image D sees, comma separated.
 AUGMENT_POLICIES = ("translation", "cutout")
 # Datasets whose class count is fixed; num_classes may be left out or must match.
-FIXED_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+FIXED_CLASSES = {"digits": 10, "shapes": 6, "cifar10": 10, "cifar100": 100}
 NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
 # Datasets that can fetch themselves (torchvision) into data_root when download=true.
 DOWNLOADABLE = ("cifar10", "cifar100")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .distributed import Ranks, shard
+from .shapes import make_shapes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 PACK_MAGIC = b"SAGANPK1"
@@ -227,6 +228,17 @@ def _packed(cfg: TrainConfig) -> ImageDataset:
     )
     return ImageDataset(
         name, images, torch.from_numpy(labels.astype(np.int64)), header["class_names"]
+    )
+
+
+@register_dataset("shapes")
+def _shapes(cfg: TrainConfig) -> ImageDataset:
+    images, labels, names = make_shapes(cfg.resolution, seed=0)  # the same set for every run
+    return ImageDataset(
+        name="shapes",
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        labels=torch.from_numpy(labels).long(),
+        class_names=names,
     )
 
 
