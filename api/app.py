@@ -17,6 +17,7 @@ from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
 from api.routes import dashboard, datasets, health, jobs, models
 from sagan_core.config import shown
+from store.checkpoints import ModelNotFound
 from store.jobs import InvalidTransition, JobNotFound
 from store.settings import Settings, get_settings
 
@@ -75,6 +76,10 @@ async def _job_not_found(request: Request, exc: JobNotFound) -> JSONResponse:
     return JSONResponse({"detail": f"job {exc.args[0]!r} not found"}, status_code=404)
 
 
+async def _model_not_found(request: Request, exc: ModelNotFound) -> JSONResponse:
+    return JSONResponse({"detail": f"model {exc.args[0]!r} not found"}, status_code=404)
+
+
 async def _invalid_transition(request: Request, exc: InvalidTransition) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
@@ -110,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidField, _invalid_field)
     app.add_exception_handler(JobNotFound, _job_not_found)
+    app.add_exception_handler(ModelNotFound, _model_not_found)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
     app.add_exception_handler(DataError, nul_in_stored_text)
     app.add_exception_handler(Exception, _unexpected)

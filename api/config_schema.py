@@ -3,7 +3,7 @@
 default and description, and cannot drift from the dataclass.
 
 The core stays the one source of truth: field names, types and defaults come from the dataclass,
-choices from `CHOICES` and descriptions from `DESCRIPTIONS` (sagan_core.config), upper bounds
+choices from `CHOICES` and descriptions from `DESCRIPTIONS` (sagan_core.config_fields), upper bounds
 from the operator's `Limits` (and the 32-bit ceiling every integer has), and the lower bounds
 below are the ones `TrainConfig.validate` holds (tests/api/test_api_config_schema.py checks each
 against the core, both sides of the bound). The model only describes: a request's config is still
@@ -22,14 +22,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from sagan_core.config import (
-    CHOICES,
-    DESCRIPTIONS,
     MAX_INT,
     MAX_NAME_CHARS,
     MAX_SEED,
     Limits,
     TrainConfig,
 )
+from sagan_core.config_fields import CHOICES, DESCRIPTIONS
 
 SCHEMA_NAME = "TrainConfig"  # its name under the document's components.schemas
 

@@ -78,10 +78,6 @@ async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def get_app_settings(request: Request) -> Settings:
-    return request.app.state.services.settings
-
-
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request; handlers commit what they change, the rest is rolled back."""
     session = request.app.state.services.sessionmaker()
@@ -89,10 +85,6 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
     finally:
         session.close()
-
-
-def get_storage(request: Request) -> Storage:
-    return request.app.state.services.storage
 
 
 bearer = HTTPBearer(
@@ -138,8 +130,6 @@ async def get_owner(identity: Annotated[Identity, Depends(get_identity)]) -> str
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
-StorageDep = Annotated[Storage, Depends(get_storage)]
 IdentityDep = Annotated[Identity, Depends(get_identity)]
 OwnerDep = Annotated[str, Depends(get_owner)]

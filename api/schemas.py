@@ -271,3 +271,43 @@ class NotReady(BaseModel):
     detail: str
     status: Literal["unavailable"]
     checks: dict[str, str] = Field(description="per backend, `ok` or the error it answered with")
+
+
+# -- datasets -----------------------------------------------------------------------------------
+
+
+class ClassCount(BaseModel):
+    name: str
+    count: int
+
+
+class PackedOut(BaseModel):
+    size_bytes: int
+    sha256: str
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    state: str = Field(description="uploading, packing, ready or failed")
+    reason: str | None = Field(None, description="why it failed (one line)")
+    source_format: str | None = Field(None, description="zip, tar, tar.gz or packed")
+    size_bytes: int = Field(description="size of the uploaded source")
+    content_hash: str | None = Field(None, description="SHA-256 of the uploaded source")
+    resolutions: list[int]
+    classes: list[ClassCount]
+    image_count: int
+    packed: dict[str, PackedOut] = Field(description="packed files by resolution")
+    pack_job_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+
+
+class DatasetRegister(BaseModel):
+    name: str = Field(max_length=64)
+    key: str = Field(max_length=1024, description="an object key under an allowed prefix")
+    resolutions: list[int] = Field(default_factory=list, max_length=8)

@@ -19,7 +19,7 @@ import typer
 
 from sagan_cli import output as fmt
 from sagan_cli.client import ClientError
-from sagan_cli.remote import JsonFlag, _api, echo, handled
+from sagan_cli.output import JsonFlag, connect, echo, handled
 
 datasets_app = typer.Typer(
     help="Stored datasets on a running service: upload, list, show, delete.",
@@ -161,7 +161,7 @@ def datasets_upload(
     params: dict[str, Any] = {"name": name}
     if resolution:
         params["resolution"] = resolution
-    with _api(timeout=30) as api:
+    with connect(timeout=30) as api:
         response = api.request(
             "POST",
             "/datasets",
@@ -187,7 +187,7 @@ def datasets_upload(
 @handled
 def datasets_list(as_json: JsonFlag = False) -> None:
     """Your datasets, newest first."""
-    with _api() as api:
+    with connect() as api:
         items = api.get_json("/datasets")["items"]
     if as_json:
         echo(fmt.as_json(items))
@@ -215,7 +215,7 @@ def datasets_show(
     dataset: Annotated[str, typer.Argument(help="Id or name.")], as_json: JsonFlag = False
 ) -> None:
     """One dataset: state (or why it failed), classes with counts, resolutions, hash."""
-    with _api() as api:
+    with connect() as api:
         ds = api.get_json(f"/datasets/{dataset}")
     echo(fmt.as_json(ds)) if as_json else _show(ds)
 
@@ -224,7 +224,7 @@ def datasets_show(
 @handled
 def datasets_delete(dataset: Annotated[str, typer.Argument(help="Id or name.")]) -> None:
     """Delete a dataset and its stored files (refused while a job uses it)."""
-    with _api() as api:
+    with connect() as api:
         api.request("DELETE", f"/datasets/{dataset}")
     echo(f"deleted {dataset}")
 

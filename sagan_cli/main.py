@@ -1,5 +1,5 @@
 """The `sagan` command: the embedded service (`up`), its parts (`api`, `worker`, `db`, `reap`),
-a client of a running service (`jobs`, `models`, `login`, `logout`: sagan_cli/remote.py), and
+a client of a running service (`jobs`, `models`, `login`, `logout`, `datasets`), and
 the core's local commands (`train`, `sample`, `pack`) passed through unchanged."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Annotated
 
 import typer
 
-from sagan_cli import datasets, remote
+from sagan_cli import datasets, jobs, login, models, tokens
+from sagan_cli.tokens import current_settings
 
 app = typer.Typer(
     help="SAGAN training service. `sagan up` runs everything on this machine.",
@@ -26,10 +27,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-token_app = typer.Typer(
-    help="API tokens (stored hashed; a token is shown once, when created).", no_args_is_help=True
-)
-app.add_typer(token_app, name="token")
+app.add_typer(tokens.token_app, name="token")
 
 log = logging.getLogger("sagan")
 FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -42,12 +40,7 @@ def _logging() -> None:
 
 
 def _settings():  # noqa: ANN202
-    """Settings as the environment says now (commands may have changed it)."""
-    from store import reset_caches
-    from store.settings import get_settings
-
-    reset_caches()
-    return get_settings()
+    return current_settings()
 
 
 def _migrate(settings) -> None:  # noqa: ANN001
@@ -399,73 +392,6 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="e.g. -1 or base")
     downgrade(_settings().resolved_database_url(), revision)
 
 
-# -- tokens -----------------------------------------------------------------------------------
-
-
-@token_app.command("create")
-def token_create(
-    user: Annotated[str, typer.Option(help="Owner of what the token's holder creates.")],
-    admin: Annotated[bool, typer.Option(help="May list everyone's jobs.")] = False,
-    note: Annotated[str | None, typer.Option(help="What the token is for.")] = None,
-) -> None:
-    """Create a token and print it (the only time it is shown)."""
-    from store.db import session_scope
-    from store.tokens import TokenError, create_token
-
-    settings = _settings()
-    try:
-        with session_scope(settings) as session:
-            row, token = create_token(session, user, admin=admin, note=note)
-            token_id = row.id
-    except TokenError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
-    typer.echo(token)
-    typer.echo(
-        f"token {token_id} for {user}{' (admin)' if admin else ''}; shown only now", err=True
-    )
-
-
-@token_app.command("list")
-def token_list(
-    revoked: Annotated[bool, typer.Option(help="Include revoked tokens.")] = False,
-) -> None:
-    """The tokens: id, user, admin, the first characters, created, last used, revoked."""
-    from store.db import session_scope
-    from store.tokens import list_tokens
-
-    def when(t) -> str:  # noqa: ANN001
-        return t.strftime("%Y-%m-%d %H:%M") if t else "-"
-
-    with session_scope(_settings()) as session:
-        rows = list_tokens(session, include_revoked=revoked)
-        lines = [
-            f"{r.id}  {r.user:<16} {'admin' if r.admin else '     '}  {r.prefix}...  "
-            f"{when(r.created_at)}  {when(r.last_used_at)}  {when(r.revoked_at)}  {r.note or ''}"
-            for r in rows
-        ]
-    typer.echo("ID                                USER             ADMIN  TOKEN         "
-               "CREATED           LAST USED         REVOKED           NOTE")  # fmt: skip
-    typer.echo("\n".join(lines) if lines else "(no tokens)")
-
-
-@token_app.command("revoke")
-def token_revoke(
-    token_id: Annotated[str, typer.Argument(help="Its id (or its shown prefix).")],
-) -> None:
-    """Revoke a token: requests with it get 401 from now on."""
-    from store.db import session_scope
-    from store.tokens import TokenError, revoke_token
-
-    try:
-        with session_scope(_settings()) as session:
-            row = revoke_token(session, token_id)
-            typer.echo(f"revoked {row.id} ({row.user})")
-    except TokenError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
-
-
 # -- the core's local commands ----------------------------------------------------------------
 
 
@@ -502,7 +428,12 @@ def bench(ctx: typer.Context) -> None:
     raise typer.Exit(main(list(ctx.args), prog="sagan bench") or 0)
 
 
-remote.register(app)  # jobs, models, login, logout: a client of a running service
+# A client of a running service (SAGAN_URL, SAGAN_TOKEN or `sagan login`).
+CLIENT_PANEL = "Client of a running service (SAGAN_URL, SAGAN_TOKEN or `sagan login`)"
+app.add_typer(jobs.jobs_app, name="jobs", rich_help_panel=CLIENT_PANEL)
+app.add_typer(models.models_app, name="models", rich_help_panel=CLIENT_PANEL)
+app.command("login", rich_help_panel=CLIENT_PANEL)(login.login)
+app.command("logout", rich_help_panel=CLIENT_PANEL)(login.logout)
 datasets.register(app)  # datasets upload|list|show|delete
 
 if __name__ == "__main__":

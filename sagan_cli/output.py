@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from sagan_cli.client import parse_time
+import typer
+
+from sagan_cli.client import Api, ClientError, parse_time, resolve_credentials
 
 SHORT = 8  # characters of an id in tables; any unique prefix is accepted back
 
@@ -105,3 +110,56 @@ def wrap_items(items: Sequence[str], width: int = 88) -> str:
     if line:
         lines.append(line)
     return "\n".join(lines)
+
+
+def elapsed(job: dict) -> str:
+    start = parse_time(job.get("started_at"))
+    if start is None:
+        return "-"
+    end = parse_time(job.get("finished_at")) or datetime.now(UTC)
+    return duration((end - start).total_seconds())
+
+
+def when(value: str | None) -> str:
+    return "-" if not value else f"{local_time(value, with_date=True)} ({age(value)} ago)"
+
+
+# -- what every client command shares ----------------------------------------------------------
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON, for scripts.")]
+Interval = Annotated[
+    float, typer.Option(help="Seconds between polls of the service.", min=0.1, hidden=True)
+]
+
+
+JobIdArg = Annotated[str, typer.Argument(help="A job id, or a unique prefix of one.")]
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    typer.echo(text, err=err)
+
+
+def handled(fn: Callable) -> Callable:
+    """Expected failures as `error: ...` on stderr and exit code 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as e:
+            echo(f"error: {e.message}", err=True)
+            if e.hint:
+                echo(f"  {e.hint}", err=True)
+            raise typer.Exit(e.code) from None
+        except KeyboardInterrupt:
+            echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except BrokenPipeError:  # `sagan jobs list | head`: the reader has gone; so do we
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+
+    return wrapper
+
+
+def connect(timeout: float = 30.0) -> Api:
+    return Api(resolve_credentials(), timeout=timeout)

@@ -48,13 +48,6 @@ def where_to_go(settings, host: str, port: int, token_file: str) -> str:  # noqa
     return "SAGAN is up:\n" + "\n".join(f"  {line}" for line in fmt.key_values(pairs).split("\n"))
 
 
-def _eta_seconds(job: Job) -> float | None:
-    if job.kind != "train" or not job.images_per_s or job.images_per_s <= 0:
-        return None
-    remaining = max(job.total_steps - job.step, 0)
-    return remaining * int((job.config or {}).get("batch_size") or 1) / job.images_per_s
-
-
 def job_line(job: Job, latest: dict[str, tuple[int, float]]) -> str:
     """`job 3f2c1a2b running  step 120/2000 (6%)  d_loss 1.2345  g_loss 0.5678  fid 45.21
     310 img/s  ETA 2m10s`: what is known of it, nothing made up."""
@@ -67,7 +60,7 @@ def job_line(job: Job, latest: dict[str, tuple[int, float]]) -> str:
             parts.append(f"{name} {value:.4f}" if name.endswith("loss") else f"{name} {value:.2f}")
     if job.images_per_s:
         parts.append(f"{fmt.rate(job.images_per_s)} img/s")
-    eta = _eta_seconds(job)
+    eta = job_states.eta_seconds(job)
     if eta is not None:
         parts.append(f"ETA {fmt.duration(eta)}")
     return "  ".join(parts)

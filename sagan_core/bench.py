@@ -24,7 +24,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import TrainConfig
-from .trainer import Trainer, step_flops
+from .flops import step_flops
+from .trainer import Trainer
 
 # name -> config overrides; `plain` is the reference: eager, fp32, unfused.
 PATHS = {

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
-from .distributed import train_distributed
+from .launch import train_distributed
 from .trainer import Trainer, TrainerCallbacks
 
 SIZES = ((32, 64, 10), (128, 256, 1000))

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from .checkpoint import newest_checkpoint_file
 from .classes import ClassError, resolve_class
-from .config import DESCRIPTIONS, ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
+from .config_fields import DESCRIPTIONS
 from .data import DatasetError, build_dataset
+from .launch import train_distributed
 from .run_dir import RunDirectoryWriter
 from .trainer import Trainer, TrainerCallbacks
 
@@ -132,8 +134,6 @@ def _train(args: argparse.Namespace) -> int:
     callbacks = [progress, RunDirectoryWriter(run_dir)]
     try:
         if cfg.gpus > 1:  # this process is rank 0 (the progress bar and files stay here)
-            from .distributed import train_distributed
-
             result = train_distributed(cfg, run_dir, callbacks, evaluator, dataset, None, resume)
         else:
             trainer = Trainer(

@@ -6,27 +6,39 @@ import dataclasses
 import difflib
 import json
 import math
-import os
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .arch import G_ARCH, PRESET_CH, Z_MODES, attention_channels
+
 # "stored": a dataset kept by the service (POST /datasets), named by dataset_id.
-DATASETS = ("digits", "shapes", "cifar10", "cifar100", "folder", "packed", "synthetic", "stored")
+DATASETS = (
+    "digits",
+    "color_shapes",
+    "cifar10",
+    "cifar100",
+    "folder",
+    "packed",
+    "synthetic",
+    "stored",
+)
 RESOLUTIONS = (32, 64, 128, 256)
+# Generated images per evaluation: an evaluate job's default (the usual FID count), and a training
+# run's periodic one (cheaper; its FID reads higher than a 50,000-sample one, so compare like with
+# like).
+EVAL_SAMPLES = 50_000
+TRAINING_EVAL_SAMPLES = 5_000
 PRESETS = ("tiny", "paper")
 PRECISIONS = ("fp32", "bf16")
 # Training paths (issue #14): "plain" is the eager fp32 unfused reference; "fast" compiles G and
 # D, fuses Adam and the EMA and syncs with the host only every log_every steps. None: fast on CUDA.
 PATHS = ("plain", "fast")
-# How z enters G: "input" (the paper: only at the first linear) or "hierarchical" (BigGAN).
-Z_MODES = ("input", "hierarchical")
 # DiffAugment transforms (sagan_core.augment) for every image D sees, comma separated.
 AUGMENT_POLICIES = ("translation", "cutout")
 # Datasets whose class count is fixed; num_classes may be left out or must match.
-FIXED_CLASSES = {"digits": 10, "shapes": 6, "cifar10": 10, "cifar100": 100}
+FIXED_CLASSES = {"digits": 10, "color_shapes": 6, "cifar10": 10, "cifar100": 100}
 NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
 # Datasets that can fetch themselves (torchvision) into data_root when download=true.
 DOWNLOADABLE = ("cifar10", "cifar100")
@@ -40,12 +52,6 @@ MAX_NAME_CHARS = 64
 # back).
 SHOWN_CHARS = 200
 
-# Base widths (ch) per preset and resolution; the per-block multipliers live in models.ARCH.
-# "paper" is ch=64 as in SAGAN at 128px; "tiny" is sized to train digits at 32px on a 2-core CPU.
-PRESET_CH = {
-    "paper": {32: 64, 64: 64, 128: 64, 256: 64},
-    "tiny": {32: 4, 64: 8, 128: 8, 256: 8},
-}
 # Training fields a preset decides when the user leaves them out (None). The tiny preset trains
 # digits in minutes on a CPU, not for days: the paper's EMA (0.9999 from step 1000) would still be
 # mostly the initial weights and its learning rates are too slow for ~1000 steps. Betas stay the
@@ -82,34 +88,6 @@ PRESET_TRAINING = {
 }
 # variety_every left out on a small data set: every this many log lines (log_every steps each).
 VARIETY_LOGS = 4
-
-
-# Architecture tables live here (not in models) so that validating a config never imports torch.
-# Channel multipliers of ch per block, as in the SAGAN/BigGAN code. G: input and output channels
-# of each up-block (4x4 -> 8 -> ... -> R); D: output channels of each down-block and whether it
-# halves the size.
-G_ARCH = {
-    32: {"in": [4, 4, 4], "out": [4, 4, 4]},
-    64: {"in": [16, 16, 8, 4], "out": [16, 8, 4, 2]},
-    128: {"in": [16, 16, 8, 4, 2], "out": [16, 8, 4, 2, 1]},
-    256: {"in": [16, 16, 8, 8, 4, 2], "out": [16, 8, 8, 4, 2, 1]},
-}
-D_ARCH = {
-    32: {"out": [4, 4, 4, 4], "down": [True, True, False, False]},
-    64: {"out": [1, 2, 4, 8, 16], "down": [True, True, True, True, False]},
-    128: {"out": [1, 2, 4, 8, 16, 16], "down": [True, True, True, True, True, False]},
-    256: {"out": [1, 2, 4, 8, 8, 16, 16], "down": [True] * 6 + [False]},
-}
-# Spatial size at which G attends: 64x64 at 128px and 256px, 32x32 at 64px, 16x16 at 32px.
-G_ATTN_SIZE = {32: 16, 64: 32, 128: 64, 256: 64}
-
-
-def attention_channels(resolution: int, g_ch: int, d_ch: int) -> tuple[int, int]:
-    """Channels seen by the G and D attention layers (each must be divisible by 8)."""
-    g_block = (
-        G_ATTN_SIZE[resolution].bit_length() - 4
-    )  # index of the block whose output is that size
-    return G_ARCH[resolution]["out"][g_block] * g_ch, D_ARCH[resolution]["out"][0] * d_ch
 
 
 class ConfigError(ValueError):
@@ -193,15 +171,20 @@ def shown(value: typing.Any, chars: int = SHOWN_CHARS) -> str:
     return f"{text[:chars]}... ({len(text)} characters)"
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`did you mean 'batch_size'?` for the known name closest to a misspelt one, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
 def unknown_keys_message(unknown: list[str], known: list[str]) -> str:
     """The message for unknown config keys: each with its closest known key (difflib), as in
     `unknown config key 'batchsize'; did you mean 'batch_size'?`, and the known keys when one
     has none close (unless it is too long to be a typo of one)."""
     shown_keys, lost = [], False
     for key in unknown[:5]:
-        close = difflib.get_close_matches(key[:64].lower(), known, n=1)
-        lost = lost or (not close and len(key) <= 64)
-        hint = f"did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(key[:64].lower(), known)
+        lost = lost or (not hint and len(key) <= 64)
         shown_keys.append((shown(key, 40), hint))
     if len(unknown) == 1:
         key, hint = shown_keys[0]
@@ -255,7 +238,7 @@ class TrainConfig:
     # (sagan_core.variety.judged_by_default: in memory, <= 100 classes, <= 20,000 images), else
     # off; 0: off.
     variety_every: int | None = None
-    eval_samples: int = 5000
+    eval_samples: int = TRAINING_EVAL_SAMPLES
     # Reference statistics use at most this many real images (a seeded subset), as the usual
     # 50k-image ImageNet statistics do; small data sets use all of theirs.
     eval_reference_samples: int = 50000
@@ -465,159 +448,6 @@ class TrainConfig:
         elif data_root is not None:
             out.data_root = data_root
         return out
-
-
-# -- what each field means: the one text behind the API's schema (api/config_schema.py) ----------
-
-
-def _by_preset(name: str) -> str:
-    """`null: from the preset (paper 64, tiny 32)` for a field PRESET_TRAINING fills in."""
-    values = ", ".join(
-        f"{preset} {'none' if v[name] == '' else v[name]}" for preset, v in PRESET_TRAINING.items()
-    )
-    return f"null: from the preset ({values})"
-
-
-# Field -> the values it may take (validate() refuses any other; null where the field allows it).
-CHOICES: dict[str, tuple] = {
-    "dataset": DATASETS,
-    "resolution": RESOLUTIONS,
-    "preset": PRESETS,
-    "z_mode": Z_MODES,
-    "precision": PRECISIONS,
-    "path": PATHS,
-}
-
-# Field -> what it means, for people: the API's OpenAPI schema of a job's config shows these
-# beside each field's type, choices, bounds and default (tests/core/test_config.py holds every
-# field to having one).
-DESCRIPTIONS: dict[str, str] = {
-    "dataset": "The training images: digits (scikit-learn's 1,797 handwritten 8x8 digits, "
-    "upsampled), cifar10, cifar100, folder (a directory with one sub-folder of images per "
-    "class, in sorted order), packed (a file made by `sagan pack`), synthetic (random images, "
-    "for tests), or the id or name of one of your stored datasets (POST /datasets), which the "
-    "job stores as stored with its dataset_id.",
-    "dataset_id": "The stored dataset of dataset stored (filled in by the service from a "
-    "dataset's id or name); workers fetch it into their local cache.",
-    "data_root": "The data set's directory (folder, cifar10, cifar100) or packed file; required "
-    "for those, unused by digits and synthetic. The service takes it only inside its data roots "
-    "(SAGAN_DATA_ROOTS); a relative path is taken under the first.",
-    "download": "Let torchvision fetch cifar10 or cifar100 into data_root when it is not there "
-    "(those two only).",
-    "resolution": "Image size in pixels (square).",
-    "num_classes": "Number of classes; null: from the data set (digits and cifar10 10, "
-    "cifar100 100, synthetic 10, folder its sub-folders). A data set with a fixed count must "
-    "match it.",
-    "preset": "Network widths and training defaults: paper (ch=64, as in SAGAN) or tiny (trains "
-    "digits on a CPU in minutes); null: tiny for digits, else paper.",
-    "g_ch": "Base channel width of G (each block's width is a multiple of it); null: from the "
-    "preset and resolution (paper 64; tiny 4 at 32 px, 8 above). G's attention layer must get a "
-    "multiple of 8 channels.",
-    "d_ch": "Base channel width of D; null: from the preset and resolution, as g_ch. D's "
-    "attention layer must get a multiple of 8 channels.",
-    "z_dim": "Length of the noise vector z.",
-    "batch_size": f"Real and generated images per D step. {_by_preset('batch_size')}.",
-    "steps": f"Training steps (generator updates) to run. {_by_preset('steps')}.",
-    "lr_g": f"Adam learning rate of G (TTUR: slower than D's). {_by_preset('lr_g')}.",
-    "lr_d": f"Adam learning rate of D. {_by_preset('lr_d')}.",
-    "beta1": "Adam beta1 of both networks (the paper's is 0).",
-    "beta2": "Adam beta2 of both networks (the paper's is 0.9).",
-    "d_steps": "D updates per G update (the paper's is 1, with TTUR).",
-    "z_mode": "How z enters G: input (the paper: at G's first layer) or hierarchical (BigGAN: "
-    "split across G's blocks, with a shared class embedding; z_dim must exceed the number of "
-    f"blocks). {_by_preset('z_mode')}.",
-    "diff_augment": "DiffAugment for every image D sees, real and generated: a comma-separated "
-    f"list of {', '.join(AUGMENT_POLICIES)}, or an empty string for none. "
-    f"{_by_preset('diff_augment')}.",
-    "class_warmup": "Steps over which D's class projection term fades in linearly from 0 (an "
-    f"unconditional start); 0: off. {_by_preset('class_warmup')}.",
-    "diversity_weight": "Weight of a mode-seeking term in G's loss (MSGAN): weight / (mean "
-    "|x1 - x2| / mean |z1 - z2|) over pairs of samples of one class, so that G cannot ignore z; "
-    f"0: off. {_by_preset('diversity_weight')}.",
-    "ema_decay": "Decay of the moving average of G's weights (G_ema: what models sample from and "
-    f"evaluations score). {_by_preset('ema_decay')}.",
-    "ema_start": f"Step from which G_ema averages (before it, it copies G). "
-    f"{_by_preset('ema_start')}.",
-    "log_every": "Steps between metric rows (losses, D outputs, attention gammas, images/s).",
-    "checkpoint_every": "Steps between checkpoints (each one the job's latest model); 0: only at "
-    f"the end. {_by_preset('checkpoint_every')}.",
-    "sample_every": "Steps between the sample grids kept with the job; 0: none. "
-    f"{_by_preset('sample_every')}.",
-    "eval_every": "Steps between IS/FID/KID evaluations of G_ema (and one at the end); the "
-    "checkpoint with the lowest FID is the job's best model. 0: off. Needs the Inception "
-    "weights.",
-    "variety_every": "Steps between class_accuracy and variety scores of G_ema (and at the end); "
-    f"null: every {VARIETY_LOGS} log lines when the data set is small enough to judge cheaply "
-    "(in memory, up to 100 classes and 20,000 images), else off; 0: off.",
-    "eval_samples": "Generated images per evaluation (the usual FID uses 50,000).",
-    "eval_reference_samples": "Real images the reference statistics use at most (a seeded "
-    "subset); smaller data sets use all of theirs.",
-    "seed": "Seed of the initial weights, the data order and the noise.",
-    "device": "Where to train: auto (a GPU when the worker has one, else the CPU), cpu, cuda, "
-    "cuda:N or mps; a device the worker lacks fails the job.",
-    "precision": "fp32, or bf16 mixed precision (autocast).",
-    "gpus": "Processes of one data-parallel run (DistributedDataParallel): one per GPU of a worker "
-    "that has that many (cuda:0..N-1), or N processes on a CPU worker. batch_size is per process: "
-    "the global batch is gpus x batch_size (scale lr_g and lr_d with it, see the README). The "
-    "service runs it only on a worker pool of at least that many GPUs (SAGAN_GPU_POOLS).",
-    "sync_bn": "With gpus > 1: G's batch norms normalise with the statistics of the whole global "
-    "batch (the run is then the one-process run with the global batch); false: each process "
-    "uses its own share.",
-    "path": "How a step runs: plain (eager, unfused: the reference) or fast (torch.compile of G "
-    "and D, channels_last, fused Adam, EMA by foreach ops, losses read back only every "
-    "log_every steps; on CUDA also bf16 autocast, whatever precision says); null: fast on CUDA, "
-    "plain elsewhere.",
-    "cuda_graphs": "With the fast path on CUDA in one process: compile with CUDA graphs "
-    "(reduce-overhead mode), one launch per compiled graph, for small images where kernel "
-    "launches dominate; no effect on a CPU. Off by default (not yet measured on a GPU).",
-}
-
-
-def check_data_location(
-    cfg: TrainConfig,
-    roots: Iterable[str | os.PathLike],
-    private: Iterable[str | os.PathLike] = (),
-) -> TrainConfig:
-    """`cfg` with its data_root made absolute, if it lies inside one of `roots`.
-
-    A relative data_root is taken relative to the first root. Symlinks and `..` are resolved
-    before the check, so a link inside a root that points outside it is refused, and the path
-    returned is the resolved one: what was checked is what is read. Nothing inside a `private`
-    path (the service's own storage, broker, runs), nor a folder holding one, is allowed even
-    under a root. download=true writes only there too: a root is the download cache. A config
-    without data_root (digits, synthetic) passes unchanged. Raises ConfigError("data_root", ...)
-    naming the value and the allowed roots.
-    """
-    if not cfg.data_root:
-        return cfg
-    allowed = [Path(r).resolve() for r in roots]
-    where = ", ".join(str(r) for r in allowed) or "none"
-    value = shown(cfg.data_root)
-    writes = "; download=true writes only inside these" if cfg.download else ""
-
-    def refuse(problem: str) -> ConfigError:
-        message = f"{value} {problem}; allowed: {where} (SAGAN_DATA_ROOTS){writes}"
-        return ConfigError("data_root", message)
-
-    if "\x00" in cfg.data_root:
-        raise refuse("contains a NUL character")
-    if not allowed:
-        raise refuse("is not allowed: no data roots are configured")
-    path = Path(cfg.data_root)
-    if not path.is_absolute():
-        path = allowed[0] / path
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a name too long
-        raise refuse(f"cannot be resolved ({type(e).__name__})") from e
-    via = "" if str(resolved) == cfg.data_root else f"resolves to {shown(str(resolved))}, which "
-    if not any(resolved.is_relative_to(root) for root in allowed):
-        raise refuse(f"{via}is outside the allowed data roots")
-    for p in private:
-        p = Path(p).resolve()
-        if resolved.is_relative_to(p) or p.is_relative_to(resolved):
-            raise refuse(f"{via}holds or is inside the service's own files ({p})")
-    return dataclasses.replace(cfg, data_root=str(resolved))
 
 
 _SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}

@@ -231,11 +231,11 @@ def _packed(cfg: TrainConfig) -> ImageDataset:
     )
 
 
-@register_dataset("shapes")
+@register_dataset("color_shapes")
 def _shapes(cfg: TrainConfig) -> ImageDataset:
     images, labels, names = make_shapes(cfg.resolution, seed=0)  # the same set for every run
     return ImageDataset(
-        name="shapes",
+        name="color_shapes",
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         labels=torch.from_numpy(labels).long(),
         class_names=names,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from .config import did_you_mean, shown
+
 # Every log_every steps (Trainer.run): window means of the step's losses and D outputs
 # (g_spread: the mode-seeking term's ratio, when diversity_weight is on), the attention gammas,
 # throughput and the learning rates.
@@ -56,3 +58,20 @@ def can_write(kind: str, name: str) -> bool:
 def listed(kind: str) -> list[str]:
     """The names a job of `kind` can write, patterns included, for a message."""
     return [*NAMES.get(kind, ()), *PATTERNS.get(kind, {})]
+
+
+def unknown_metrics_message(unknown: list[str], kind: str, present: list[str]) -> str:
+    """`names: unknown metric 'd_los'; did you mean 'd_loss'? ...` and the job's known names."""
+    known = sorted({*present, *NAMES.get(kind, ())})
+    parts = []
+    for name in unknown[:5]:
+        parts.append((shown(name), did_you_mean(name, known)))
+    if len(parts) == 1:
+        text = f"unknown metric {parts[0][0]}" + (f"; {parts[0][1]}" if parts[0][1] else "")
+    else:
+        text = "unknown metrics " + ", ".join(f"{n} ({h})" if h else n for n, h in parts)
+        text += f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    known_here = ", ".join(sorted({*present, *listed(kind)}))
+    has = f"rows so far: {', '.join(present)}" if present else "no rows yet"
+    joiner = " " if text.endswith("?") else ". "
+    return f"names: {text}{joiner}Known for this {kind} job: {known_here}; {has}"

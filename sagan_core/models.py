@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import D_ARCH, G_ARCH, G_ATTN_SIZE, Z_MODES
+from .arch import D_ARCH, G_ARCH, G_ATTN_SIZE, Z_MODES
 from .layers import (
     ConditionalBatchNorm2d,
     LinearConditionalBatchNorm2d,

@@ -1,8 +1,8 @@
-"""`shapes`: a colour data set drawn on the spot, for tests and benchmarks that need more than grey
-digits. Six classes, each a shape in a colour; classes come in pairs of one colour (a red disc and a
-red square), so a generator must draw the shape, not only the colour, to draw the class asked for.
-Each image has its own size, place, turn, shade and background; the same seed draws the same
-images. numpy and PIL only, no download."""
+"""`color_shapes`: a colour data set drawn on the spot, for tests and benchmarks that need more
+than grey digits. Six classes, each a shape in a colour; classes come in pairs of one colour (a red
+disc and a red square), so a generator must draw the shape, not only the colour, to draw the class
+asked for. Each image has its own size, place, turn, shade and background; the same seed draws the
+same images. numpy and PIL only, no download."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import diff_augment, parse_policy
+from .callbacks import CallbackList, DivergedError, Evaluator, TrainerCallbacks, TrainResult
 from .checkpoint import (
     LEGACY_ARCH,
     build_generator,
@@ -28,138 +28,17 @@ from .checkpoint import (
 from .config import VARIETY_LOGS, ConfigError, Limits, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
 from .device import check_device_available, resolve_device
-from .distributed import Ranks, shard, sync_batch_norms
+from .distributed import NO_BUFFER_SYNC, Ranks, shard, sync_batch_norms
+from .ema import ema_update, ema_update_foreach
+from .flops import step_flops
 from .layers import SelfAttention
-from .losses import d_hinge_loss, g_hinge_loss
+from .losses import d_hinge_loss, g_hinge_loss, mode_seeking_term
 from .models import Discriminator, Generator
 from .sample import grid_png, sample
 from .variety import VarietyJudge, judged_by_default
 
 # Fields that must match between a checkpoint and the config resuming it (they shape weights).
 ARCH_FIELDS = ("resolution", "num_classes", "g_ch", "d_ch", "z_dim", "z_mode")
-
-
-class TrainerCallbacks:
-    """Override any of these; the trainer calls them from its own thread, in step order."""
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def on_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
-        pass
-
-    def should_stop(self, step: int) -> bool:
-        return False
-
-    def on_samples(self, step: int, png: bytes) -> None:
-        pass
-
-
-class CallbackList(TrainerCallbacks):
-    """Several callbacks as one: each hears every event; any one of them can stop the run."""
-
-    def __init__(self, callbacks: Sequence[TrainerCallbacks]):
-        self.callbacks = list(callbacks)
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        for c in self.callbacks:
-            c.on_metrics(step, metrics)
-
-    def on_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
-        for c in self.callbacks:
-            c.on_checkpoint(step, path, tags)
-
-    def should_stop(self, step: int) -> bool:
-        return any([c.should_stop(step) for c in self.callbacks])  # every one sees every step
-
-    def on_samples(self, step: int, png: bytes) -> None:
-        for c in self.callbacks:
-            c.on_samples(step, png)
-
-
-# What an evaluator is: (step, G_ema) -> metrics such as {"is": ..., "fid": ...}.
-Evaluator = Callable[[int, torch.nn.Module], dict[str, float]]
-
-
-class DivergedError(RuntimeError):
-    def __init__(self, step: int, detail: str = ""):
-        super().__init__(
-            f"training diverged at step {step}: non-finite loss{f' ({detail})' if detail else ''}"
-        )
-        self.step = step
-
-
-@dataclass
-class TrainResult:
-    step: int
-    stopped: bool
-    last_checkpoint: Path | None
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * model on parameters; buffers (BN stats, SN u/v) copied."""
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)
-
-
-@torch.no_grad()
-def ema_update_foreach(
-    ema: Sequence[torch.Tensor],
-    model: Sequence[torch.Tensor],
-    ema_buffers: Sequence[torch.Tensor],
-    buffers: Sequence[torch.Tensor],
-    decay: float,
-) -> None:
-    """ema_update by torch._foreach ops over lists made once: a few kernels, not one per tensor."""
-    torch._foreach_lerp_(list(ema), list(model), 1.0 - decay)
-    torch._foreach_copy_(list(ema_buffers), list(buffers))
-
-
-def step_flops(cfg: TrainConfig) -> int:
-    """FLOPs of one training step (d_steps D updates and a G update, forwards and backwards) as
-    FlopCounterMode counts them, on meta-device copies of the networks: shapes only, no work.
-    The fast path reports TFLOP/s with it (a dispatch mode around a compiled step is no count)."""
-    with torch.device("meta"):
-        G = build_generator(cfg)
-        D = Discriminator(cfg.num_classes, cfg.resolution, cfg.d_ch)
-        B, R = cfg.batch_size, cfg.resolution
-        y = torch.zeros(B, dtype=torch.long)
-        with FlopCounterMode(display=False) as counter:
-            for _ in range(cfg.d_steps):
-                with torch.no_grad():
-                    x_fake = G(torch.zeros(B, cfg.z_dim), y)
-                logits = D(torch.cat([torch.zeros(B, 3, R, R), x_fake]), torch.cat([y, y]))
-                d_hinge_loss(*logits.chunk(2)).backward()
-            D.requires_grad_(False)
-            g_hinge_loss(D(G(torch.zeros(B, cfg.z_dim), y), y)).backward()
-    return counter.get_total_flops()
-
-
-def mode_seeking_ratio(x: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
-    """MSGAN's ratio: mean |x_i - x_j| over mean |z_i - z_j| for the pairs (i, i + half)."""
-    dx = (x[:half] - x[half : 2 * half]).abs().mean()
-    dz = (z[:half] - z[half : 2 * half]).abs().mean()
-    return dx / dz
-
-
-def _no_buffer_sync() -> dict[str, bool]:
-    """DDP's option not to broadcast buffers at every forward (renamed in torch 2.14)."""
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    names = inspect.signature(DDP.__init__).parameters
-    return (
-        {"forward_sync_buffers": False}
-        if "forward_sync_buffers" in names
-        else {"broadcast_buffers": False}
-    )
-
-
-_NO_BUFFER_SYNC = _no_buffer_sync()
 
 
 class Trainer:
@@ -260,10 +139,10 @@ class Trainer:
 
             ids = [self.device.index] if cuda else None
             self.G_step = DDP(
-                self.G, device_ids=ids, gradient_as_bucket_view=True, **_NO_BUFFER_SYNC
+                self.G, device_ids=ids, gradient_as_bucket_view=True, **NO_BUFFER_SYNC
             )
             self.D_update = DDP(
-                self.D, device_ids=ids, gradient_as_bucket_view=True, **_NO_BUFFER_SYNC
+                self.D, device_ids=ids, gradient_as_bucket_view=True, **NO_BUFFER_SYNC
             )
         if fast:
             for m in (*self.G.modules(), *self.D.modules()):
@@ -365,8 +244,8 @@ class Trainer:
         loss = g_loss
         stats = {}
         if half:
-            spread = mode_seeking_ratio(x_fake.float(), z, half)
-            loss = g_loss + cfg.diversity_weight / (spread + 1e-5)
+            term, spread = mode_seeking_term(x_fake.float(), z, half, cfg.diversity_weight)
+            loss = g_loss + term
             stats["g_spread"] = spread.detach()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()

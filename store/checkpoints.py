@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.jobs import ACTIVE
@@ -85,6 +85,46 @@ def resume_checkpoint(session: Session, job: Job) -> Checkpoint | None:
         if ckpt is not None:
             return ckpt
     return newest_checkpoint(session, job.continued_from)
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+def owned_model(session: Session, owner: str, model_id: str) -> Model:
+    """The owner's model; someone else's is reported exactly like a missing one."""
+    model = session.get(Model, model_id)
+    if model is None or model.owner != owner:
+        raise ModelNotFound(model_id)
+    return model
+
+
+def list_models(
+    session: Session,
+    owner: str,
+    job_id: str | None = None,
+    tag: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Model], int]:
+    """A page of the owner's models, most recently updated first, and their count."""
+    where = [Model.owner == owner]
+    if job_id is not None:
+        where.append(Model.job_id == job_id)
+    if tag is not None:
+        where.append(Model.tag == tag)
+    total = session.execute(select(func.count()).select_from(Model).where(*where)).scalar_one()
+    page = select(Model).where(*where).order_by(Model.updated_at.desc(), Model.id)
+    return list(session.execute(page.limit(limit).offset(offset)).scalars()), total
+
+
+def models_of_jobs(session: Session, job_ids: list[str]) -> dict[str, dict[str, Model]]:
+    """Each job's models by tag (latest, best): one query for a page of jobs."""
+    found: dict[str, dict[str, Model]] = {job_id: {} for job_id in job_ids}
+    if job_ids:
+        for m in session.execute(select(Model).where(Model.job_id.in_(job_ids))).scalars():
+            found[m.job_id][m.tag] = m
+    return found
 
 
 def job_models(session: Session, job_id: str) -> dict[str, Model]:

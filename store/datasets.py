@@ -27,10 +27,6 @@ class DatasetNotFound(LookupError):
     pass
 
 
-class DatasetInUse(RuntimeError):
-    pass
-
-
 def source_key(dataset_id: str, fmt: str) -> str:
     return f"datasets/{dataset_id}/source.{fmt}"
 

@@ -87,6 +87,20 @@ def _move(
     return current
 
 
+def check_quota(
+    session: Session, owner: str, max_active: int, then: str = "wait for one to end or cancel one"
+) -> None:
+    """QuotaExceeded when the owner already has `max_active` queued or running jobs."""
+    active = session.execute(
+        select(func.count()).select_from(Job).where(Job.owner == owner, Job.state.in_(ACTIVE))
+    ).scalar_one()
+    if active >= max_active:
+        raise QuotaExceeded(
+            f"{owner} has {active} active jobs (queued or running), the limit is "
+            f"{max_active} (SAGAN_MAX_ACTIVE_JOBS); {then}"
+        )
+
+
 def create_job(
     session: Session,
     *,
@@ -110,14 +124,7 @@ def create_job(
         if existing is not None:
             return existing, False
     if max_active is not None:
-        active = session.execute(
-            select(func.count()).select_from(Job).where(Job.owner == owner, Job.state.in_(ACTIVE))
-        ).scalar_one()
-        if active >= max_active:
-            raise QuotaExceeded(
-                f"{owner} has {active} active jobs (queued or running), the limit is "
-                f"{max_active} (SAGAN_MAX_ACTIVE_JOBS); wait for one to end or cancel one"
-            )
+        check_quota(session, owner, max_active)
     job = Job(
         owner=owner,
         kind=kind,
@@ -145,6 +152,34 @@ def find_by_idempotency_key(session: Session, owner: str, key: str) -> Job | Non
     return session.execute(
         select(Job).where(Job.owner == owner, Job.idempotency_key == key)
     ).scalar_one_or_none()
+
+
+def owned_job(session: Session, owner: str, job_id: str) -> Job:
+    """The owner's job; someone else's is reported exactly like a missing one (JobNotFound)."""
+    job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise JobNotFound(job_id)
+    return job
+
+
+def list_jobs(
+    session: Session,
+    owner: str | None,
+    state: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """A page of the owner's jobs (everyone's with owner None), newest first, and their count."""
+    where = [] if owner is None else [Job.owner == owner]
+    if state is not None:
+        where.append(Job.state == state)
+    if kind is not None:
+        where.append(Job.kind == kind)
+    total = session.execute(select(func.count()).select_from(Job).where(*where)).scalar_one()
+    page = select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc())
+    rows = session.execute(page.limit(limit).offset(offset)).scalars().all()
+    return list(rows), total
 
 
 def get_job(session: Session, job_id: str) -> Job:

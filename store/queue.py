@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
+from store.jobs import add_event
+from store.models import Job
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,16 @@ def send_or_note(
         log.warning("job %s: broker unavailable (%s); the dispatcher will send it", job_id, e)
         return e
     return None
+
+
+def send_job(session: Session, settings: Settings, job: Job) -> None:
+    """Send a committed job's task; if the broker is down the job stays queued (the dispatcher
+    sends it later) and its events say so."""
+    error = send_or_note(settings, job.id, job.kind, job_gpus(job.config))
+    if error is not None:
+        note = f"the broker was unavailable ({type(error).__name__}); sent when it is back"
+        add_event(session, job.id, "info", note)
+        session.commit()
 
 
 def queue_length(settings: Settings) -> int:

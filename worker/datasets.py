@@ -12,6 +12,7 @@ FID reference statistics are stored under (the dataset's content hash).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -23,15 +24,17 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from sagan_core.config import TrainConfig
 from store import datasets as stored
 from store import jobs
 from store.models import Dataset, Job
 from store.outages import is_outage
 from store.settings import Settings
 from store.storage import Storage, storage_from_settings
+from worker import job_life
 from worker.dataset_cache import DatasetCache
+from worker.job_life import failure_message, worker_name
 from worker.liveness import JobLiveness
-from worker.tasks import _claim, _db, _finish, _release, _run_dir, failure_message, worker_name
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 1.0
@@ -49,31 +52,37 @@ def reference_key(content_hash: str, resolution: int) -> str:
 
 
 def _event(settings: Settings, job_id: str, text: str) -> None:
-    _db(settings, f"job {job_id}: event", lambda s: jobs.add_event(s, job_id, "info", text))
+    job_life.in_transaction(
+        settings, f"job {job_id}: event", lambda s: jobs.add_event(s, job_id, "info", text)
+    )
 
 
 def pack_job(job_id: str, settings: Settings) -> str | None:
     """Pack a stored dataset; returns the state it left the job in (None: not ours)."""
     worker = worker_name()
-    row = _claim(settings, job_id, worker, "pack")
+    row = job_life.claim(settings, job_id, worker, "pack")
     if row is None:
         return None
     dataset_id = row["config"]["dataset_id"]
     storage = storage_from_settings(settings)
-    run_dir = _run_dir(settings, job_id)
+    run_dir = job_life.run_dir(settings, job_id)
     try:
         with JobLiveness(settings, job_id, worker) as liveness:
             summary, content_hash = _pack(job_id, settings, worker, row, storage, run_dir, liveness)
     except PackCancelled:
-        _db(settings, "dataset", lambda s: _dataset_failed(s, dataset_id, "pack job cancelled"))
-        return _finish(settings, job_id, worker, jobs.CANCELLED)
+        job_life.in_transaction(
+            settings, "dataset", lambda s: _dataset_failed(s, dataset_id, "pack job cancelled")
+        )
+        return job_life.finish(settings, job_id, worker, jobs.CANCELLED)
     except Exception as e:
         if is_outage(e):
-            return _release(settings, job_id, worker, f"outage ({e})", kind="pack")
+            return job_life.release(settings, job_id, worker, f"outage ({e})", kind="pack")
         message = failure_message(e, None)
         log.warning("pack job %s failed: %s", job_id, message)
-        _db(settings, "dataset", lambda s: _dataset_failed(s, dataset_id, message))
-        return _finish(settings, job_id, worker, jobs.FAILED, message)
+        job_life.in_transaction(
+            settings, "dataset", lambda s: _dataset_failed(s, dataset_id, message)
+        )
+        return job_life.finish(settings, job_id, worker, jobs.FAILED, message)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -95,8 +104,8 @@ def pack_job(job_id: str, settings: Settings) -> str | None:
         )
         jobs.heartbeat(session, job_id, worker, step=summary.images)
 
-    _db(settings, f"dataset {dataset_id}: ready", ready)
-    return _finish(settings, job_id, worker, jobs.SUCCEEDED)
+    job_life.in_transaction(settings, f"dataset {dataset_id}: ready", ready)
+    return job_life.finish(settings, job_id, worker, jobs.SUCCEEDED)
 
 
 def _dataset_failed(session, dataset_id: str, reason: str) -> None:  # noqa: ANN001
@@ -124,7 +133,7 @@ def _pack(
 
     config = row["config"]
     dataset_id, resolutions = config["dataset_id"], list(config["resolutions"])
-    ds = _db(settings, "dataset", lambda s: _snapshot(s, dataset_id))
+    ds = job_life.in_transaction(settings, "dataset", lambda s: _snapshot(s, dataset_id))
     if ds is None:
         raise DatasetError(f"dataset {dataset_id} no longer exists")
     source = run_dir / "source"
@@ -135,7 +144,7 @@ def _pack(
     fmt = detect_format(head)
     if fmt is None:
         raise DatasetError("the source is not a zip, tar, tar.gz or packed file")
-    _db(
+    job_life.in_transaction(
         settings,
         "dataset",
         lambda s: stored.set_state(s, dataset_id, stored.PACKING, source_format=fmt),
@@ -169,7 +178,7 @@ def _pack(
                 session.execute(update(Job).where(Job.id == job_id).values(total_steps=total))
                 jobs.heartbeat(session, job_id, worker, step=done)
 
-            _db(settings, f"job {job_id}: progress", beat)
+            job_life.in_transaction(settings, f"job {job_id}: progress", beat)
 
     out_dir = run_dir / "packed"
     out_dir.mkdir()
@@ -219,6 +228,19 @@ class LocalDataset:
 
 
 @contextmanager
+def stored_as_packed(
+    settings: Settings, storage: Storage, job_id: str, config: TrainConfig
+) -> Iterator[tuple[TrainConfig, str]]:
+    """A config naming a stored dataset as one naming its packed file in this machine's cache,
+    and the key of its FID reference statistics; the file stays in use until the block ends."""
+    with stored_dataset(settings, storage, job_id, config.dataset_id, config.resolution) as local:
+        yield (
+            dataclasses.replace(config, dataset="packed", data_root=str(local.path)),
+            local.reference_key,
+        )
+
+
+@contextmanager
 def stored_dataset(
     settings: Settings, storage: Storage, job_id: str, dataset_id: str, resolution: int
 ) -> Iterator[LocalDataset]:
@@ -229,7 +251,7 @@ def stored_dataset(
         job = session.get(Job, job_id)
         return _snapshot(session, dataset_id), job.owner if job else None
 
-    ds, owner = _db(settings, f"job {job_id}: dataset", look)
+    ds, owner = job_life.in_transaction(settings, f"job {job_id}: dataset", look)
     if ds is None or ds["owner"] != owner:
         raise DatasetError(f"stored dataset {dataset_id} not found")
     if ds["state"] != stored.READY:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from store.settings import Settings
 from store.storage import Storage
+from worker.datasets import stored_as_packed
 
 log = logging.getLogger(__name__)
 
-EVAL_METRICS = ("is", "fid", "kid")
-TRAIN_EVAL_METRICS = ("is", "fid", "kid")
+EVAL_METRICS = ("is", "fid", "kid")  # what training-time and evaluate jobs score
 
 
 class StorageStatsCache:
@@ -73,7 +73,7 @@ def train_evaluator(
         config,
         weights_path=local_inception_weights(settings, storage),
         cache=StorageStatsCache(storage),
-        metrics=TRAIN_EVAL_METRICS,
+        metrics=EVAL_METRICS,
         reference_key=reference_key,
     )
 
@@ -90,8 +90,6 @@ def evaluate_model(
 
     A stored reference dataset comes from this machine's dataset cache, its statistics keyed by
     its content hash."""
-    import dataclasses
-
     from sagan_core import evaluate
     from sagan_core.checkpoint import load_generator
     from sagan_core.data import build_dataset
@@ -102,14 +100,8 @@ def evaluate_model(
     if job_config.get("dataset_id"):
         ref_cfg.dataset_id = job_config["dataset_id"]
     if ref_cfg.dataset == "stored":
-        from worker.datasets import stored_dataset
-
-        with stored_dataset(
-            settings, storage, job_id or "", ref_cfg.dataset_id, ref_cfg.resolution
-        ) as local:
-            packed = dataclasses.replace(ref_cfg, dataset="packed", data_root=str(local.path))
-            return _score(G, cfg, build_dataset(packed), local.reference_key, job_config,
-                          weights, device, storage)  # fmt: skip
+        with stored_as_packed(settings, storage, job_id or "", ref_cfg) as (packed, key):
+            return _score(G, cfg, build_dataset(packed), key, job_config, weights, device, storage)
     key = evaluate.config_reference_key(ref_cfg)
     return _score(G, cfg, build_dataset(ref_cfg), key, job_config, weights, device, storage)
 

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from store import jobs
 from store.db import session_scope
 from store.models import Job
-from store.queue import enqueue_job, job_gpus, queue_length
+from store.queue import job_gpus, queue_length, send_or_note
 from store.settings import Settings
 from store.workers import remove_worker
 
@@ -39,12 +39,9 @@ def _send(settings: Settings, job_ids: list[str]) -> list[str]:
         kinds = {job_id: (kind, job_gpus(config)) for job_id, kind, config in rows}
     sent = []
     for job_id in job_ids:
-        try:
-            enqueue_job(settings, job_id, *kinds[job_id])
-            sent.append(job_id)
-        except Exception as e:
-            log.warning("job %s: broker unavailable (%s); sent again later", job_id, e)
-            break
+        if send_or_note(settings, job_id, *kinds[job_id]) is not None:
+            break  # the broker is down: the rest wait for the next round too
+        sent.append(job_id)
     return sent
 
 

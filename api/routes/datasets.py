@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -24,10 +21,11 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import OwnerDep, ServicesDep, SessionDep
 from api.errors import PROTECTED_RESPONSES, InvalidField, Responses, error
+from api.schemas import ClassCount, DatasetList, DatasetOut, DatasetRegister, PackedOut
 from store import datasets as stored
 from store import jobs as job_states
 from store import queue
-from store.models import Dataset, Job
+from store.models import Dataset
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=PROTECTED_RESPONSES)
@@ -40,43 +38,6 @@ DatasetRef = Annotated[
 UPLOAD_413: Responses = {
     413: error("the upload is over SAGAN_MAX_DATASET_BYTES (the connection is closed)")
 }
-
-
-class ClassCount(BaseModel):
-    name: str
-    count: int
-
-
-class PackedOut(BaseModel):
-    size_bytes: int
-    sha256: str
-
-
-class DatasetOut(BaseModel):
-    id: str
-    name: str
-    state: str = Field(description="uploading, packing, ready or failed")
-    reason: str | None = Field(None, description="why it failed (one line)")
-    source_format: str | None = Field(None, description="zip, tar, tar.gz or packed")
-    size_bytes: int = Field(description="size of the uploaded source")
-    content_hash: str | None = Field(None, description="SHA-256 of the uploaded source")
-    resolutions: list[int]
-    classes: list[ClassCount]
-    image_count: int
-    packed: dict[str, PackedOut] = Field(description="packed files by resolution")
-    pack_job_id: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class DatasetList(BaseModel):
-    items: list[DatasetOut]
-
-
-class DatasetRegister(BaseModel):
-    name: str = Field(max_length=64)
-    key: str = Field(max_length=1024, description="an object key under an allowed prefix")
-    resolutions: list[int] = Field(default_factory=list, max_length=8)
 
 
 def dataset_out(ds: Dataset) -> DatasetOut:
@@ -133,18 +94,12 @@ def _check_request(
 def _new_row(services: Any, owner: str, name: str, resolutions: list[int], **fields: Any) -> str:
     """Check quota and name, insert the `uploading` row; its id."""
     with services.sessionmaker() as session:
-        active = session.execute(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.owner == owner, Job.state.in_(job_states.ACTIVE))
-        ).scalar_one()
-        limit = services.settings.max_active_jobs
-        if active >= limit:
-            raise HTTPException(
-                429,
-                f"{owner} has {active} active jobs, the limit is {limit} (SAGAN_MAX_ACTIVE_JOBS); "
-                "a dataset is packed by a job of its own",
+        try:  # the pack job counts
+            job_states.check_quota(
+                session, owner, services.settings.max_active_jobs, "a dataset is packed by a job"
             )
+        except job_states.QuotaExceeded as e:
+            raise HTTPException(429, str(e)) from e
         try:
             ds = stored.create_dataset(session, owner, name, resolutions, **fields)
             session.commit()
@@ -178,10 +133,7 @@ def _start_packing(services: Any, dataset_id: str, owner: str, **fields: Any) ->
         )
         ds.state, ds.pack_job_id = stored.PACKING, job.id
         session.commit()
-        try:
-            queue.enqueue_job(services.settings, job.id, "pack")
-        except Exception as e:  # the dispatcher sends queued jobs once the broker is back
-            log.warning("pack job %s: broker unavailable (%s)", job.id, e)
+        queue.send_job(session, services.settings, job)
         return dataset_out(ds)
 
 
@@ -370,66 +322,3 @@ def delete_dataset(
         except Exception:  # the row is gone; an orphan object is only space
             log.warning("dataset %s: could not delete %s", ds.id, key, exc_info=True)
     return Response(status_code=204)
-
-
-# -- jobs that name a stored dataset ----------------------------------------------------------
-
-
-def stored_dataset_fields(
-    session: Session, owner: str, ref: str, resolution: int | None, field: str
-) -> dict[str, Any]:
-    """The config fields of the caller's ready dataset `ref` (id or name) at `resolution` (None:
-    its only or largest one): `dataset: stored`, `dataset_id`, `resolution`, `num_classes`. Another
-    user's dataset is refused exactly like a missing one (422 naming `field`)."""
-    from sagan_core.config import DATASETS, shown
-
-    try:
-        ds = stored.owned_dataset(session, owner, ref)
-    except stored.DatasetNotFound:
-        builtin = ", ".join(d for d in DATASETS if d != "stored")
-        yours = "the id or name of one of your datasets"
-        if field == "dataset":  # an evaluation's reference data
-            message = f"unknown dataset {ref[:64]!r}; known: {builtin}, or {yours}"
-        else:
-            message = f"must be one of {builtin}, or {yours} (got {shown(ref)})"
-        raise InvalidField(field, message) from None
-    if ds.state != stored.READY:
-        why = f" ({ds.reason})" if ds.reason else ""
-        raise InvalidField(field, f"dataset {ds.name!r} is {ds.state}{why}, not ready")
-    have = sorted(int(r) for r in ds.packed)
-    if resolution is None:
-        resolution = have[-1]
-    if resolution not in have:
-        raise InvalidField(
-            "config.resolution" if field.startswith("config") else field,
-            f"dataset {ds.name!r} is packed at {', '.join(map(str, have))} px, not {resolution}",
-        )
-    return {
-        "dataset": "stored",
-        "dataset_id": ds.id,
-        "resolution": resolution,
-        "num_classes": len(ds.class_names),
-    }
-
-
-def resolve_train_config(session: Session, owner: str, config: dict[str, Any]) -> dict[str, Any]:
-    """A train config whose `dataset` is not a built-in one names a stored dataset: filled in."""
-    from sagan_core.config import DATASETS
-
-    name = config.get("dataset")
-    if not isinstance(name, str) or (name in DATASETS and name != "stored"):
-        return config
-    ref = config.get("dataset_id") if name == "stored" else name
-    if not isinstance(ref, str) or not ref or len(ref) > 64:
-        return config  # the core says what is missing or too long
-    resolution = config.get("resolution")
-    fields = stored_dataset_fields(
-        session, owner, ref, resolution if isinstance(resolution, int) else None, "config.dataset"
-    )
-    given = config.get("num_classes")
-    if given is not None and given != fields["num_classes"]:
-        raise InvalidField(
-            "config.num_classes",
-            f"dataset {ref!r} has {fields['num_classes']} classes (got {given})",
-        )
-    return {**config, **fields}

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
+from api import job_configs
 from api.deps import (
     MAX_INT32,
     MAX_INT64,
@@ -35,44 +34,22 @@ from api.schemas import (
     SampleGridOut,
 )
 from sagan_core import metric_names
-from sagan_core.classes import ClassError, resolve_class
-from sagan_core.config import shown
 from store import jobs as job_states
 from store import queue
-from store.checkpoints import job_models, newest_checkpoint
+from store.checkpoints import job_models, models_of_jobs, newest_checkpoint
 from store.metrics import metric_names as stored_metric_names
 from store.metrics import read_metrics
 from store.models import Job, JobEvent, Model
 from store.sample_grids import sample_grid_key, sample_grid_steps
-from store.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROTECTED_RESPONSES)
 NO_JOB_404: Responses = {404: error("no such job (or another user's): `job '<id>' not found`")}
 
-DEFAULT_EVAL_SAMPLES = 50_000
 StateName = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
 # -- helpers shared by the handlers ---------------------------------------------------------------
-
-
-def owned_job(session: Session, owner: str, job_id: str) -> Job:
-    """The caller's job; someone else's is reported exactly like a missing one."""
-    job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
-        raise job_states.JobNotFound(job_id)
-    return job
-
-
-def _eta_seconds(job: Job) -> float | None:
-    """Remaining training steps at the measured images/s; None until the worker has measured it."""
-    if job.kind != "train" or job.state != job_states.RUNNING or not job.images_per_s:
-        return None
-    if job.images_per_s <= 0:
-        return None
-    remaining = max(job.total_steps - job.step, 0)
-    return round(remaining * int(job.config.get("batch_size", 1)) / job.images_per_s, 1)
 
 
 def job_out(job: Job, models: dict[str, Model]) -> JobOut:
@@ -89,7 +66,7 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         total_steps=job.total_steps,
         progress=round(progress, 6),
         images_per_s=job.images_per_s,
-        eta_seconds=_eta_seconds(job),
+        eta_seconds=job_states.eta_seconds(job),
         attempts=job.attempts,
         worker=job.worker if job.state in job_states.ACTIVE else None,
         error=job.error,
@@ -103,90 +80,6 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         continued_from=job.continued_from,
         continued_from_step=job.continued_from_step,
     )
-
-
-def _unknown_metrics(unknown: list[str], kind: str, present: list[str]) -> str:
-    """`names: unknown metric 'd_los'; did you mean 'd_loss'? ...` and the job's known names."""
-    known = sorted({*present, *metric_names.NAMES.get(kind, ())})
-    parts = []
-    for name in unknown[:5]:
-        close = difflib.get_close_matches(name, known, n=1)
-        parts.append((shown(name), f"did you mean '{close[0]}'?" if close else ""))
-    if len(parts) == 1:
-        text = f"unknown metric {parts[0][0]}" + (f"; {parts[0][1]}" if parts[0][1] else "")
-    else:
-        text = "unknown metrics " + ", ".join(f"{n} ({h})" if h else n for n, h in parts)
-        text += f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    listed = ", ".join(sorted({*present, *metric_names.listed(kind)}))
-    has = f"rows so far: {', '.join(present)}" if present else "no rows yet"
-    joiner = " " if text.endswith("?") else ". "
-    return f"names: {text}{joiner}Known for this {kind} job: {listed}; {has}"
-
-
-def _validated_train_config(
-    config: dict[str, Any], settings: Settings
-) -> tuple[dict[str, Any], int]:
-    """The core's config, validated against the operator's limits and resolved (presets filled
-    in, data_root made absolute inside the data roots), and its step count."""
-    from sagan_core.config import (  # stdlib only: no torch here
-        ConfigError,
-        TrainConfig,
-        check_data_location,
-    )
-
-    try:
-        limits = settings.limits()
-        cfg = TrainConfig.from_dict(config).validate(limits).resolved().validate(limits)
-        cfg = check_data_location(cfg, settings.resolved_data_roots(), settings.private_paths())
-    except ConfigError as e:
-        raise InvalidField(f"config.{e.field}", e.message) from e
-    except (ValueError, TypeError) as e:
-        raise InvalidField("config", str(e)) from e
-    return cfg.to_dict(), cfg.steps
-
-
-def _evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dict, int, str]:
-    from sagan_core.config import DATASETS, TrainConfig
-
-    if not body.model_id:
-        raise InvalidField("model_id", "required for evaluate jobs", "missing")
-    model = session.get(Model, body.model_id)
-    if model is None or model.owner != owner:
-        raise HTTPException(404, f"model {body.model_id!r} not found")
-    trained = session.get(Job, model.job_id)  # the model's job: same owner, kept with the model
-    stored = None
-    if body.dataset is not None and (body.dataset not in DATASETS or body.dataset == "stored"):
-        from api.routes.datasets import stored_dataset_fields  # one of the caller's datasets
-
-        stored = stored_dataset_fields(session, owner, body.dataset, model.resolution, "dataset")
-    reference = TrainConfig.from_dict(trained.config).reference_data(
-        stored["dataset"] if stored else body.dataset
-    )
-    if stored:
-        reference.dataset_id = stored["dataset_id"]
-    classes = None
-    if body.classes is not None:
-        try:
-            classes = sorted({resolve_class(c, model.class_names) for c in body.classes})
-        except ClassError as e:
-            raise InvalidField("classes", str(e)) from e
-        if not classes:
-            raise InvalidField("classes", "give at least one class, or leave it out")
-    samples = body.samples or DEFAULT_EVAL_SAMPLES
-    # A snapshot: the checkpoint the model points at now, and the reference data it is scored
-    # against. step/total_steps of an evaluation: the worker reports the model's step.
-    config = {
-        "model_id": model.id,
-        "checkpoint_id": model.checkpoint_id,
-        "checkpoint_key": model.checkpoint_key,
-        "model_step": model.step,
-        "samples": samples,
-        "dataset": reference.dataset,
-        "data_root": reference.data_root,
-        "dataset_id": reference.dataset_id,
-        "classes": classes,
-    }
-    return config, model.step, model.id
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -238,17 +131,15 @@ def create_job(
         for name in ("model_id", "samples", "dataset", "classes"):
             if getattr(body, name) is not None:
                 raise InvalidField(name, "only for evaluate jobs; a training job takes `config`")
-        from api.routes.datasets import resolve_train_config  # a stored dataset, by id or name
-
-        config = resolve_train_config(session, owner, body.config or {})
-        config, total_steps = _validated_train_config(config, services.settings)
+        config = job_configs.resolve_train_config(session, owner, body.config or {})
+        config, total_steps = job_configs.validated_train_config(config, services.settings)
         model_id = None
     else:
         if body.config is not None:
             raise InvalidField(
                 "config", "not used by evaluate jobs; give model_id, samples, dataset, classes"
             )
-        config, total_steps, model_id = _evaluate_config(session, owner, body)
+        config, total_steps, model_id = job_configs.evaluate_config(session, owner, body)
 
     try:
         job, created = job_states.create_job(
@@ -271,19 +162,7 @@ def create_job(
         )
     session.commit()
     if created:
-        try:
-            queue.enqueue_job(services.settings, job.id, job.kind, queue.job_gpus(job.config))
-        except Exception as e:  # kombu/redis raise many types; any of them means "not sent yet"
-            # The job stays queued: the database is the outbox, and the dispatcher sends it once
-            # the broker is back. The client's job exists either way.
-            log.warning("job %s: broker unavailable (%s); the dispatcher will send it", job.id, e)
-            job_states.add_event(
-                session,
-                job.id,
-                "info",
-                f"the broker was unavailable ({type(e).__name__}); sent when it is back",
-            )
-            session.commit()
+        queue.send_job(session, services.settings, job)
     else:
         response.status_code = 200
     response.headers["Location"] = f"/jobs/{job.id}"
@@ -314,27 +193,9 @@ def list_jobs(
     """The caller's jobs, newest first (an admin's token may ask for everyone's)."""
     if all_owners and not identity.admin:
         raise HTTPException(403, "all_owners: only an admin token may list everyone's jobs")
-    where = [] if all_owners else [Job.owner == identity.user]
-    if state is not None:
-        where.append(Job.state == state)
-    if kind is not None:
-        where.append(Job.kind == kind)
-    total = session.execute(select(func.count()).select_from(Job).where(*where)).scalar_one()
-    rows = (
-        session.execute(
-            select(Job)
-            .where(*where)
-            .order_by(Job.created_at.desc(), Job.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        .scalars()
-        .all()
-    )
-    models: dict[str, dict[str, Model]] = {job.id: {} for job in rows}
-    if rows:
-        for m in session.execute(select(Model).where(Model.job_id.in_(list(models)))).scalars():
-            models[m.job_id][m.tag] = m
+    owner = None if all_owners else identity.user
+    rows, total = job_states.list_jobs(session, owner, state, kind, limit, offset)
+    models = models_of_jobs(session, [job.id for job in rows])
     items = [job_out(job, models[job.id]) for job in rows]
     return JobList(items=items, total=total, limit=limit, offset=offset)
 
@@ -342,7 +203,7 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, summary="Read a job", responses=NO_JOB_404)
 def read_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
     """The job's state, progress (step, images/s, ETA), error, and its latest and best models."""
-    job = owned_job(session, owner, job_id)
+    job = job_states.owned_job(session, owner, job_id)
     return job_out(job, job_models(session, job.id))
 
 
@@ -354,67 +215,11 @@ def read_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
 )
 def cancel_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
     """A queued job is cancelled at once; a running one is asked to stop (`cancelling`)."""
-    job = owned_job(session, owner, job_id)
+    job = job_states.owned_job(session, owner, job_id)
     job_states.request_cancel(session, job.id)
     session.commit()
     session.refresh(job)
     return job_out(job, job_models(session, job.id))
-
-
-# Kept from the checkpoint whatever the config says: the optimisers' state carries their learning
-# rates and betas, and the saved random state goes on where it stopped.
-CARRIED_BY_CHECKPOINT = {
-    "lr_g": "the optimiser state in the checkpoint keeps its learning rate",
-    "lr_d": "the optimiser state in the checkpoint keeps its learning rate",
-    "beta1": "the optimiser state in the checkpoint keeps its betas",
-    "beta2": "the optimiser state in the checkpoint keeps its betas",
-    "seed": "the random state in the checkpoint goes on where it stopped",
-}
-
-
-def _continued_config(
-    old: dict[str, Any], body: JobContinue, checkpoint_step: int, settings: Settings
-) -> tuple[dict[str, Any], int]:
-    """The old job's config with the caller's changes and the new steps, validated; a change to
-    a field that shapes the networks or that the checkpoint carries on is refused naming it."""
-    from sagan_core.config import TrainConfig, shown
-    from sagan_core.trainer import ARCH_FIELDS  # torch: loaded only when a job is continued
-
-    overrides = dict(body.config or {})
-    if "steps" in overrides:
-        raise InvalidField("config.steps", "give the new total as `steps`, beside `config`")
-    if body.steps <= checkpoint_step:
-        raise InvalidField(
-            "steps",
-            f"must be more than the checkpoint's step {checkpoint_step} (got {body.steps}): "
-            "the new total, counted from the start of the first job",
-        )
-    try:
-        before = TrainConfig.from_dict(old).resolved().to_dict()
-    except (ValueError, TypeError):
-        before = dict(old)
-
-    def check_kept(config: dict[str, Any]) -> None:
-        for name in ARCH_FIELDS:  # None: from the data set; the trainer checks the checkpoint
-            if before.get(name) is not None and name in config and config[name] != before[name]:
-                raise InvalidField(
-                    f"config.{name}",
-                    f"{shown(config[name])} would change the architecture: the checkpoint was "
-                    f"trained with {name}={shown(before[name])}; start a new job for another one",
-                )
-        for name, why in CARRIED_BY_CHECKPOINT.items():
-            if before.get(name) is not None and name in config and config[name] != before[name]:
-                was, asked = shown(before[name]), shown(config[name])
-                raise InvalidField(
-                    f"config.{name}", f"cannot change when continuing ({was} -> {asked}): {why}"
-                )
-
-    check_kept(overrides)  # what the caller asked for, before it is validated with the rest
-    config, total_steps = _validated_train_config(
-        {**before, **overrides, "steps": body.steps}, settings
-    )
-    check_kept(config)  # and what resolving it gave
-    return config, total_steps
 
 
 @router.post(
@@ -447,7 +252,7 @@ def continue_job(
     `num_classes`, `g_ch`, `d_ch`, `z_dim`, ...) and those the checkpoint carries on (learning
     rates, betas, seed) cannot change (422 naming the field). The new job's `continued_from`
     names the old one; the old one is left as it is."""
-    job = owned_job(session, owner, job_id)
+    job = job_states.owned_job(session, owner, job_id)
     if job.kind != "train":
         raise HTTPException(409, f"job {job.id} is an {job.kind} job; only train jobs continue")
     if job.state in job_states.ACTIVE:
@@ -463,7 +268,8 @@ def continue_job(
             f"job {job.id} has no checkpoint to continue from (it {job.state} before its "
             "first one); start a new job instead",
         )
-    config, total_steps = _continued_config(job.config, body, ckpt.step, services.settings)
+    settings = services.settings
+    config, total_steps = job_configs.continued_config(job.config, body, ckpt.step, settings)
     try:
         new, _ = job_states.create_job(
             session,
@@ -480,17 +286,7 @@ def continue_job(
         session, new.id, "info", f"continues job {job.id} from its checkpoint at step {ckpt.step}"
     )
     session.commit()
-    try:
-        queue.enqueue_job(services.settings, new.id, new.kind, queue.job_gpus(new.config))
-    except Exception as e:  # as in create_job: the dispatcher sends it once the broker is back
-        log.warning("job %s: broker unavailable (%s); the dispatcher will send it", new.id, e)
-        job_states.add_event(
-            session,
-            new.id,
-            "info",
-            f"the broker was unavailable ({type(e).__name__}); sent when it is back",
-        )
-        session.commit()
+    queue.send_job(session, services.settings, new)
     response.headers["Location"] = f"/jobs/{new.id}"
     return job_out(new, {})
 
@@ -513,7 +309,7 @@ def list_events(
 ) -> list[EventOut]:
     """State changes and notes (retries, resumes, the broker being away), oldest first; poll
     with `after` set to the last id seen."""
-    owned_job(session, owner, job_id)
+    job_states.owned_job(session, owner, job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         query = query.where(JobEvent.id > after)
@@ -588,7 +384,7 @@ async def read_job_metrics(
     ] = None,
 ) -> Any:
     with services.loop_sessionmaker() as session:  # a primary-key read, on the event loop
-        job = owned_job(session, owner, job_id)
+        job = job_states.owned_job(session, owner, job_id)
     wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
     for name in wanted:
         if len(name) > 64:
@@ -615,7 +411,9 @@ async def read_job_metrics(
             if odd := [n for n in wanted if not series.get(n) and not can_write(kind, n)]:
                 present = stored_metric_names(reader, job_id)
                 if unknown := [n for n in odd if n not in present]:
-                    raise HTTPException(400, _unknown_metrics(unknown, kind, present))
+                    raise HTTPException(
+                        400, metric_names.unknown_metrics_message(unknown, kind, present)
+                    )
         for name in wanted:  # a requested name with no rows yet is an empty series, not missing
             series.setdefault(name, [])
         if format == "csv":
@@ -652,7 +450,7 @@ def list_sample_grids(
 ) -> SampleGridList:
     """The sample grids the job rendered every `sample_every` steps (the EMA generator, the same
     seed each time, up to ten classes by eight): how its images improved. They stay with the job."""
-    owned_job(session, owner, job_id)
+    job_states.owned_job(session, owner, job_id)
     session.close()
     steps = sample_grid_steps(services.storage, job_id)
     items = [SampleGridOut(step=s, url=f"/jobs/{job_id}/samples/{s}") for s in steps]
@@ -682,7 +480,7 @@ def read_sample_grid(
     ] = None,
 ) -> Response:
     """One stored grid as a PNG; a grid never changes, so its ETag is its address."""
-    owned_job(session, owner, job_id)
+    job_states.owned_job(session, owner, job_id)
     session.close()
     key = sample_grid_key(job_id, step)
     etag = '"' + key.replace("/", "-") + '"'

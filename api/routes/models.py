@@ -7,8 +7,6 @@ from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from api.deps import MAX_INT64, OwnerDep, ServicesDep, SessionDep
 from api.errors import PROTECTED_RESPONSES, Responses, error
@@ -23,6 +21,8 @@ from api.sampling import (
 )
 from api.schemas import CheckpointUrl, ModelList, ModelOut
 from sagan_core.classes import ClassError, resolve_class
+from store import checkpoints
+from store.checkpoints import owned_model
 from store.models import Model
 from store.storage import StorageError
 
@@ -37,13 +37,6 @@ UNREADABLE_503: Responses = {
 # Private: models belong to one user. no-cache: keep it, but ask (cheaply, by ETag) before reuse,
 # because a model's "latest" checkpoint moves on while its job trains.
 SAMPLE_CACHE_CONTROL = "private, no-cache"
-
-
-def owned_model(session: Session, owner: str, model_id: str) -> Model:
-    model = session.get(Model, model_id)
-    if model is None or model.owner != owner:
-        raise HTTPException(404, f"model {model_id!r} not found")
-    return model
 
 
 def model_out(model: Model) -> ModelOut:
@@ -81,19 +74,7 @@ def list_models(
 ) -> ModelList:
     """The caller's models (each job's `latest` and `best` generator), most recently updated
     first."""
-    where = [Model.owner == owner]
-    if job_id is not None:
-        where.append(Model.job_id == job_id)
-    if tag is not None:
-        where.append(Model.tag == tag)
-    total = session.execute(select(func.count()).select_from(Model).where(*where)).scalar_one()
-    rows = session.execute(
-        select(Model)
-        .where(*where)
-        .order_by(Model.updated_at.desc(), Model.id)
-        .limit(limit)
-        .offset(offset)
-    ).scalars()
+    rows, total = checkpoints.list_models(session, owner, job_id, tag, limit, offset)
     return ModelList(items=[model_out(m) for m in rows], total=total, limit=limit, offset=offset)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import EVAL_SAMPLES
 from ..sample import to_uint8
 from .errors import EvaluationError
 from .inception import FeatureExtractor, resolve_inception_weights
@@ -168,7 +169,7 @@ def make_evaluator(
     reference_images: torch.Tensor | Iterable[torch.Tensor],
     reference_key: str,
     *,
-    n_samples: int = 10_000,
+    n_samples: int = EVAL_SAMPLES,
     metrics: Sequence[str] = ("is", "fid"),
     weights_path: str | os.PathLike | None = None,
     cache: StatsCache | None = None,

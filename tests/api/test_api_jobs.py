@@ -193,15 +193,20 @@ def test_cancel_running_job_asks_it_to_stop_and_events_tell_the_story(service):
 
 
 def test_running_job_reports_progress_eta_and_its_models(embedded, make_model):
-    job_id = _post(embedded).json()["id"]
+    config = TrainConfig.from_dict({**TINY, "d_steps": 2, "gpus": 2}).resolved().to_dict()
+    with session_scope(get_settings()) as session:  # 2 ranks: as a worker of 2 GPUs runs it
+        job, _ = jobs.create_job(
+            session, owner="local", kind="train", config=config, total_steps=100
+        )
+        job_id = job.id
     with session_scope(get_settings()) as session:
         jobs.claim_job(session, job_id, "w")
         jobs.heartbeat(session, job_id, "w", step=25, images_per_s=320.0)
     job = embedded.client.get(f"/jobs/{job_id}").json()
     assert job["state"] == "running" and job["attempts"] == 1
     assert job["progress"] == 0.25 and job["images_per_s"] == 320.0
-    # remaining steps x batch size / images per s
-    assert job["eta_seconds"] == 75 * job["config"]["batch_size"] / 320.0
+    # images_per_s counts every D step's batch on every rank: a step takes 64 x 2 x 2 images
+    assert job["eta_seconds"] == round(75 * 64 * 2 * 2 / 320.0, 1) == 60.0
     assert job["latest_model_id"] is None
 
     made = make_model(None)

@@ -15,7 +15,8 @@ from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from sagan_core.config import CHOICES, DESCRIPTIONS, MAX_INT, MAX_SEED, Limits, TrainConfig
+from sagan_core.config import MAX_INT, MAX_SEED, Limits, TrainConfig
+from sagan_core.config_fields import CHOICES, DESCRIPTIONS
 
 PUBLIC = {"GET /healthz", "GET /readyz"}
 ERROR = "#/components/schemas/ErrorOut"

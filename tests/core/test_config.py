@@ -238,7 +238,7 @@ def test_a_device_index_is_ascii_digits(device):
 
 
 def test_every_field_has_a_description_and_its_choices_are_the_ones_validate_takes():
-    from sagan_core.config import CHOICES, DESCRIPTIONS
+    from sagan_core.config_fields import CHOICES, DESCRIPTIONS
 
     assert sorted(DESCRIPTIONS) == sorted(TrainConfig.field_names())
     assert all(text.strip() and "None" not in text for text in DESCRIPTIONS.values())

@@ -23,8 +23,8 @@ from sagan_core.distributed import (
     join,
     leave,
     sync_batch_norms,
-    train_distributed,
 )
+from sagan_core.launch import train_distributed
 from sagan_core.trainer import Trainer, TrainerCallbacks
 
 

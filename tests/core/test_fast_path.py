@@ -10,8 +10,9 @@ import torch
 
 from sagan_core.checkpoint import load_checkpoint
 from sagan_core.config import ConfigError, TrainConfig
+from sagan_core.flops import step_flops
 from sagan_core.layers import SelfAttention, sdpa_backends
-from sagan_core.trainer import DivergedError, Trainer, TrainerCallbacks, step_flops
+from sagan_core.trainer import DivergedError, Trainer, TrainerCallbacks
 
 
 def tiny_config(path: str, **overrides) -> TrainConfig:

@@ -16,10 +16,11 @@ from torch.nn.utils.spectral_norm import SpectralNorm as HookSpectralNorm
 import sagan_core.trainer as trainer_module
 from sagan_core.checkpoint import build_generator, load_checkpoint, load_generator
 from sagan_core.config import TrainConfig
+from sagan_core.ema import ema_update
 from sagan_core.layers import ConditionalBatchNorm2d, SelfAttention
 from sagan_core.losses import d_hinge_loss, g_hinge_loss
 from sagan_core.models import Discriminator, Generator
-from sagan_core.trainer import Trainer, TrainerCallbacks, ema_update
+from sagan_core.trainer import Trainer, TrainerCallbacks
 
 # Every way the trainer can run; a new one (fused/compiled fast path, multi-GPU) joins this list
 # with the config fields that select it, and the trainer tests below then hold it to the paper too.

@@ -10,8 +10,9 @@ from sagan_core.augment import cutout, diff_augment, parse_policy, translation
 from sagan_core.checkpoint import build_generator, load_generator, save_checkpoint
 from sagan_core.config import ConfigError, TrainConfig
 from sagan_core.layers import ConditionalBatchNorm2d, LinearConditionalBatchNorm2d
+from sagan_core.losses import mode_seeking_ratio
 from sagan_core.models import Generator, z_chunks
-from sagan_core.trainer import Trainer, mode_seeking_ratio
+from sagan_core.trainer import Trainer
 
 
 def small(**overrides) -> TrainConfig:

@@ -26,7 +26,7 @@ from servicekit import (
     wait_healthy,
 )
 
-from sagan_cli import remote
+from sagan_cli import jobs, watch
 from sagan_cli.client import Api, ClientError, Credentials, mask, resolve_credentials
 
 
@@ -297,7 +297,7 @@ def test_credentials_env_then_login_store_then_the_embedded_token_file(
 
 
 def test_job_bodies_from_a_file_and_set_values() -> None:
-    body = remote.build_job_body(
+    body = jobs.build_job_body(
         {"dataset": "digits", "steps": 100},
         ["steps=2000", "lr_g=1e-4", "dataset=cifar10"],
         None,
@@ -305,11 +305,11 @@ def test_job_bodies_from_a_file_and_set_values() -> None:
     )
     assert body == {"kind": "train", "config": {"dataset": "cifar10", "steps": 2000, "lr_g": 1e-4}}
     whole = {"kind": "train", "config": {"resolution": 64}}
-    assert remote.build_job_body(whole, ["download=true"], None, None)["config"] == {
+    assert jobs.build_job_body(whole, ["download=true"], None, None)["config"] == {
         "resolution": 64,
         "download": True,
     }
-    evaluate = remote.build_job_body(None, ["samples=1000", "classes=[3, 7]"], None, "ab12")
+    evaluate = jobs.build_job_body(None, ["samples=1000", "classes=[3, 7]"], None, "ab12")
     assert evaluate == {"kind": "evaluate", "model_id": "ab12", "samples": 1000, "classes": [3, 7]}
     for sets, kind, model, message in [
         (["steps"], None, None, "expected KEY=VALUE"),
@@ -318,16 +318,16 @@ def test_job_bodies_from_a_file_and_set_values() -> None:
         ([], "trian", None, "must be train or evaluate"),
     ]:
         with pytest.raises(ClientError, match=message):
-            remote.build_job_body(None, sets, kind, model)
+            jobs.build_job_body(None, sets, kind, model)
 
 
 def test_a_yaml_config_reads_exponents_as_numbers(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     path.write_text("dataset: digits\nlr_g: 1e-4\nsteps: 2000\n")
-    assert remote.load_job_file(path) == {"dataset": "digits", "lr_g": 1e-4, "steps": 2000}
+    assert jobs.load_job_file(path) == {"dataset": "digits", "lr_g": 1e-4, "steps": 2000}
     (tmp_path / "list.json").write_text("[1]")
     with pytest.raises(ClientError, match="expected a mapping"):
-        remote.load_job_file(tmp_path / "list.json")
+        jobs.load_job_file(tmp_path / "list.json")
 
 
 def test_id_prefixes_resolve_to_one_id_or_say_why_not() -> None:
@@ -354,7 +354,7 @@ def test_id_prefixes_resolve_to_one_id_or_say_why_not() -> None:
 def test_watch_prints_notes_then_steps_and_checkpoints_by_step_then_the_end(
     capsys: pytest.CaptureFixture,
 ) -> None:
-    watcher = remote.JobWatcher(api=None, job_id="f" * 32)  # type: ignore[arg-type]
+    watcher = watch.JobWatcher(api=None, job_id="f" * 32)  # type: ignore[arg-type]
     job = {"state": "succeeded", "finished_at": "2026-01-01T00:00:09Z", "total_steps": 4}
 
     def event(i: int, kind: str, to: str | None = None, message: str | None = None) -> dict:

@@ -26,7 +26,7 @@ ENDED = ("succeeded", "failed", "cancelled")
 
 
 def rank_pid(data_dir: Path, job_id: str, rank: int) -> int | None:
-    """The pid of a rank of the job's current run (sagan_core.distributed writes it)."""
+    """The pid of a rank of the job's current run (sagan_core.launch writes it)."""
     found = sorted((data_dir / "runs").glob(f"job-{job_id}-*/run/rank-{rank}.pid"))
     return int(found[-1].read_text()) if found else None
 

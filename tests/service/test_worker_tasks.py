@@ -187,9 +187,12 @@ def test_evaluate_job_without_inception_weights_fails_at_once_naming_the_setting
     trained = new_job({**TINY, "steps": 2, "checkpoint_every": 2})
     assert train_job(trained, get_settings()) == "succeeded"
     with session_scope(get_settings()) as session:
-        model_id = job_models(session, trained)["latest"].id
+        model = job_models(session, trained)["latest"]
+        model_id, snapshot = model.id, {"checkpoint_key": model.checkpoint_key}
+        snapshot["model_step"] = model.step  # as the API snapshots the model into the job
     use_inception_weights(monkeypatch, "models/inception.pth")
-    job_id = new_job({"model_id": model_id, "samples": 64}, kind="evaluate", model_id=model_id)
+    config = {"model_id": model_id, "samples": 64, **snapshot}
+    job_id = new_job(config, kind="evaluate", model_id=model_id)
 
     assert evaluate_job(job_id, get_settings()) == "failed"
 
