@@ -422,7 +422,7 @@ def pack(ctx: typer.Context) -> None:
 
 @app.command(context_settings=FORWARD, add_help_option=False)
 def bench(ctx: typer.Context) -> None:
-    """Training speed of every path against plain, in one run (`python -m sagan_core.bench`)."""
+    """The benchmarks: train (the default: every path against plain), ddp, eval, loader, quality."""
     from sagan_core.bench import main
 
     raise typer.Exit(main(list(ctx.args), prog="sagan bench") or 0)

@@ -10,8 +10,6 @@ the standard library (the API detects formats with it); numpy, PIL and torch com
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -19,22 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from .errors import DatasetError
+from .packed import MAGIC, PackedFormatError, PackedWriter, read_header
+
 FORMATS = ("zip", "tar", "tar.gz", "packed")
 # Bytes `detect_format` needs to see (a tar header's "ustar" magic sits at offset 257).
 HEAD_BYTES = 512
-PACK_MAGIC = b"SAGANPK1"  # sagan_core.data.PACK_MAGIC (held equal by tests/core/test_archive.py)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # sagan_core.data.IMAGE_SUFFIXES
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # what a class folder's images are named (data reads it)
 
 
 def _error(message: str) -> Exception:
-    from .data import DatasetError  # torch: only where packing happens
-
     return DatasetError(message)
 
 
 def detect_format(head: bytes) -> str | None:
     """The source format from its first bytes (HEAD_BYTES of them for tar), or None."""
-    if head.startswith(PACK_MAGIC):
+    if head.startswith(MAGIC):
         return "packed"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
@@ -105,61 +103,12 @@ def _decode(data: BinaryIO, name: str, resolutions: list[int]) -> dict[int, byte
     return {r: square_crop(rgb, r).tobytes() for r in resolutions}
 
 
-class _HashedWriter:
-    """A packed file written front to back, hashed as it goes."""
-
-    def __init__(self, path: Path, resolution: int, classes: list[str], labels: list[int]):
-        import numpy as np
-
-        self.path, self.resolution = path, resolution
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.file = open(path, "wb")  # noqa: SIM115 (closed in close())
-        header = json.dumps(
-            {"resolution": resolution, "count": len(labels), "class_names": classes}
-        ).encode()
-        self.write(PACK_MAGIC + struct.pack("<I", len(header)) + header)
-        self.write(np.asarray(labels, dtype="<i8").tobytes())
-
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-
-    def close(self) -> PackedOutput:
-        self.file.close()
-        return PackedOutput(self.resolution, self.path, self.size, self.sha.hexdigest())
-
-
 def read_packed_header(path: str | Path) -> tuple[dict, int]:
-    """(header, offset of the labels) of a packed file; DatasetError when it is not one."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
-            raise _error("not a packed dataset file (wrong magic)")
-        raw = f.read(4)
-        if len(raw) < 4:
-            raise _error("packed file is truncated (no header)")
-        (n,) = struct.unpack("<I", raw)
-        if n > 1 << 26:
-            raise _error(f"packed file header of {n} bytes is not plausible")
-        try:
-            header = json.loads(f.read(n))
-            r, count, classes = header["resolution"], header["count"], header["class_names"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise _error(f"packed file header is corrupt: {e}") from e
-    offset = len(PACK_MAGIC) + 4 + n
-    ok = isinstance(r, int) and r > 0 and isinstance(count, int) and count >= 0
-    if not ok or not isinstance(classes, list):
-        raise _error("packed file header is corrupt: resolution, count or class_names")
-    expected = offset + 8 * count + count * 3 * r * r
-    actual = path.stat().st_size
-    if actual != expected:
-        raise _error(
-            f"packed file is {actual} bytes but its header says {count} images at {r} px "
-            f"({expected} bytes): truncated or corrupt"
-        )
-    return header, offset
+    """(header, offset of the labels) of a whole packed file; DatasetError when it is not one."""
+    try:
+        return read_header(path)
+    except PackedFormatError as e:
+        raise _error(str(e)) from e
 
 
 def _archive_members(path: Path, fmt: str) -> Iterator[tuple[str, Callable[[], BinaryIO]]]:
@@ -209,9 +158,7 @@ def pack_source(
             "the archive holds no images (PNG/JPEG) in class folders; at least one class is needed"
         )
     classes, labels = _classes_of(names)
-    writers = {r: _HashedWriter(out_dir / f"r{r}.pack", r, classes, labels) for r in resolutions}
-    from .data import DatasetError
-
+    writers = {r: PackedWriter(out_dir / f"r{r}.pack", r, classes, labels) for r in resolutions}
     done = 0
     try:
         for name, opener in _archive_members(source, fmt):
@@ -230,7 +177,7 @@ def pack_source(
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as e:
         raise _corrupt(e) from e
     finally:
-        outputs = {r: w.close() for r, w in writers.items()}
+        outputs = {r: PackedOutput(r, w.path, *w.close()) for r, w in writers.items()}
     counts = [labels.count(i) for i in range(len(classes))]
     return PackSummary(classes, counts, len(labels), outputs)
 
@@ -256,9 +203,7 @@ def _repack(
         source, dtype=np.uint8, mode="r", offset=offset + 8 * count, shape=(count, 3, r0, r0)
     )
     others = [r for r in resolutions if r != r0]
-    writers = {
-        r: _HashedWriter(out_dir / f"r{r}.pack", r, classes, labels.tolist()) for r in others
-    }
+    writers = {r: PackedWriter(out_dir / f"r{r}.pack", r, classes, labels.tolist()) for r in others}
     try:
         for i in range(count):
             if others:
@@ -269,7 +214,7 @@ def _repack(
             if progress is not None and (i + 1 == count or (i + 1) % 256 == 0):
                 progress(i + 1, count)
     finally:
-        outputs = {r: w.close() for r, w in writers.items()}
+        outputs = {r: PackedOutput(r, w.path, *w.close()) for r, w in writers.items()}
     if r0 in resolutions:
         sha = hashlib.sha256()
         with open(source, "rb") as f:

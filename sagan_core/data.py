@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .archive import IMAGE_SUFFIXES
 from .config import TrainConfig
 from .distributed import Ranks, shard
+from .errors import DatasetError
+from .packed import PackedFormatError, PackedWriter
+from .packed import read as read_packed
 from .shapes import make_shapes
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-PACK_MAGIC = b"SAGANPK1"
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as configured; the message says what is wrong, what to do."""
 
 
 @dataclass
@@ -181,23 +176,15 @@ def _folder(cfg: TrainConfig) -> ImageDataset:
     )
 
 
-# Packed format: MAGIC, uint32 header length, JSON header {resolution, count, class_names},
-# int64 labels (count), uint8 images (count, 3, R, R). The images are read as a memmap.
-
-
 def pack_folder(folder: str | Path, out_path: str | Path, resolution: int) -> Path:
     """Decode an ImageFolder tree once into a packed file that training memory-maps."""
     files, classes = _scan_folder(folder)
-    header = json.dumps(
-        {"resolution": resolution, "count": len(files), "class_names": classes}
-    ).encode()
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(PACK_MAGIC + struct.pack("<I", len(header)) + header)
-        f.write(np.asarray([label for _, label in files], dtype="<i8").tobytes())
+    with PackedWriter(tmp, resolution, classes, [label for _, label in files]) as writer:
         for path, _ in files:
-            f.write(_load_image(path, resolution).tobytes())
+            writer.write(_load_image(path, resolution).tobytes())
+        writer.close()
     tmp.replace(out_path)
     return out_path
 
@@ -210,22 +197,15 @@ def _packed(cfg: TrainConfig) -> ImageDataset:
         raise DatasetError(
             f"dataset '{name}' not found; create it with `sagan pack FOLDER -o FILE`"
         )
-    with open(path, "rb") as f:
-        if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
-            raise DatasetError(f"dataset '{name}' is not a packed dataset file")
-        (n,) = struct.unpack("<I", f.read(4))
-        header = json.loads(f.read(n))
+    try:
+        header, labels, images = read_packed(path)
+    except PackedFormatError as e:
+        raise DatasetError(f"dataset '{name}': {e}") from e
     if header["resolution"] != cfg.resolution:
         raise DatasetError(
             f"dataset '{name}' was packed at resolution {header['resolution']} but the config asks "
             f"for resolution {cfg.resolution}; repack it or change resolution"
         )
-    count, r = header["count"], header["resolution"]
-    offset = len(PACK_MAGIC) + 4 + n
-    labels = np.fromfile(path, dtype="<i8", count=count, offset=offset)
-    images = np.memmap(
-        path, dtype=np.uint8, mode="r", offset=offset + 8 * count, shape=(count, 3, r, r)
-    )
     return ImageDataset(
         name, images, torch.from_numpy(labels.astype(np.int64)), header["class_names"]
     )

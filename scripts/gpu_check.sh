@@ -32,7 +32,7 @@ for stage in $stages; do
         $python -m pytest -q -p no:cacheprovider --noconftest tests/core/test_fast_path_cuda.py \
             2>&1 | tee "$out/tests.txt" ;;
     bench) # plain, bf16, fast and fast + CUDA graphs at the issue's three sizes (#14)
-        $python -m sagan_core.bench --steps "${STEPS:-20}" --warmup 3 ${SIZES:+--sizes "$SIZES"} \
+        $python -m sagan_core.bench train --steps "${STEPS:-20}" --warmup 3 ${SIZES:+--sizes "$SIZES"} \
             2>&1 | tee "$out/bench.md" ;;
     eval) # 50,000-sample IS + FID beside torch-fidelity's pipeline (#14). No network there:
         # Inception with random weights times the same work (the weights' values cost nothing).
@@ -42,13 +42,13 @@ for stage in $stages; do
             $python -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; \
 from random_inception import save_random_inception; save_random_inception(Path('$weights'))"
         fi
-        $python -m sagan_core.bench_eval --inception-weights "$weights" --samples "${SAMPLES:-50000}" \
+        $python -m sagan_core.bench eval --inception-weights "$weights" --samples "${SAMPLES:-50000}" \
             2>&1 | tee "$out/bench_eval.md" ;;
     quality) # the paper preset on digits must not collapse (#11): 10,000 steps
-        $python -m sagan_core.bench_quality --set preset=paper --set device=cuda \
+        $python -m sagan_core.bench quality --set preset=paper --set device=cuda \
             --grid "$out/paper.png" 2>&1 | tee "$out/quality.md" ;;
     ddp) # DDP overhead on 1 GPU and scaling over every visible GPU (#15)
-        $python -m sagan_core.bench_ddp 2>&1 | tee "$out/bench_ddp.md" ;;
+        $python -m sagan_core.bench ddp 2>&1 | tee "$out/bench_ddp.md" ;;
     *) echo "unknown stage $stage (tests bench eval quality ddp)" >&2; status=2; continue ;;
     esac
     rc=$?

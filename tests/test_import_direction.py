@@ -50,7 +50,8 @@ def test_the_core_loads_without_any_service_package() -> None:
     forbidden = set(FORBIDDEN["sagan_core"])
     code = (
         "import sys, sagan_core.trainer, sagan_core.evaluate, sagan_core.cli, sagan_core.bench, "
-        "sagan_core.bench_eval, sagan_core.run_dir, sagan_core.classes\n"
+        "sagan_core.bench.train, sagan_core.bench.evaluation, sagan_core.run_dir, "
+        "sagan_core.classes\n"
         f"print(sorted({forbidden!r} & {{m.split('.')[0] for m in sys.modules}}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

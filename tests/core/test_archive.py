@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import zipfile
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sagan_core.archive import detect_format, pack_source
+from sagan_core.archive import HEAD_BYTES, detect_format, pack_source
 from sagan_core.config import TrainConfig
 from sagan_core.data import DatasetError, build_dataset, pack_folder
 
@@ -145,7 +146,27 @@ def test_format_detection_imports_no_torch_and_agrees_with_the_core() -> None:
     code = "import sys, sagan_core.archive; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # the API detects formats without loading torch
-    from sagan_core import archive, data
 
-    assert archive.PACK_MAGIC == data.PACK_MAGIC
-    assert archive.IMAGE_SUFFIXES == data.IMAGE_SUFFIXES
+
+def test_a_packed_file_reads_back_what_was_written(tmp_path) -> None:
+    import numpy as np
+
+    from sagan_core import packed
+    from sagan_core.data import build_dataset
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    with packed.PackedWriter(tmp_path / "x.pack", 8, ["a", "b"], [0, 1, 1, 0, 1]) as writer:
+        for image in images:
+            writer.write(image.tobytes())
+        size, sha = writer.close()
+    data = (tmp_path / "x.pack").read_bytes()
+    assert size == len(data) and sha == hashlib.sha256(data).hexdigest()
+    assert detect_format(data[:HEAD_BYTES]) == "packed"
+    header, labels, read = packed.read(tmp_path / "x.pack")
+    assert header == {"resolution": 8, "count": 5, "class_names": ["a", "b"]}
+    assert labels.tolist() == [0, 1, 1, 0, 1] and np.array_equal(read, images)
+    ds = build_dataset(dataset="packed", data_root=str(tmp_path / "x.pack"), resolution=8)
+    assert ds.class_names == ["a", "b"] and np.array_equal(np.asarray(ds.images), images)
+    (tmp_path / "cut.pack").write_bytes(data[:-1])
+    with pytest.raises(packed.PackedFormatError, match="truncated or corrupt"):
+        packed.read_header(tmp_path / "cut.pack")

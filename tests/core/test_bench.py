@@ -1,8 +1,13 @@
 """The benchmark scripts keep working: each path runs and is compared with the plain reference."""
 
+import argparse
 import re
 
+import torch
+
 from sagan_core import bench
+from sagan_core.bench.sizes import parse_sizes
+from sagan_core.bench.train import PathResult, report
 
 
 def test_training_benchmark_reports_every_path_against_plain(capsys):
@@ -25,3 +30,25 @@ def test_training_benchmark_reports_every_path_against_plain(capsys):
     # Judged against bf16's tolerance (at batch 4 G's gradient can be ~6% off: it may fail).
     errors = [float(e) for e in bf16[7:10]]
     assert bf16[11] == ("HOLDS (< 0.05)" if max(errors) < 0.05 else "FAILS (< 0.05)")
+
+
+def _result(name: str, g_scale: float = 1.0, d_loss: float = 1.0) -> PathResult:
+    grads = {"G.w": torch.ones(10) * g_scale, "D.w": torch.ones(10)}
+    return PathResult(name, 64.0, 1.0, None, 1.0, 0.1, {"d_loss": d_loss, "g_loss": 0.5}, grads)
+
+
+def test_a_path_whose_step_differs_from_plain_fails_the_check(capsys):
+    args = argparse.Namespace(device="cpu", resolution=32, batch_size=64, num_classes=10)
+    args.preset = "paper"
+    report(args, [_result("plain"), _result("same"), _result("off", g_scale=1.01)])
+    report(args, [_result("plain"), _result("loss", d_loss=1.002)])
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split("|")[1].strip(): line for line in out if line.startswith("| ")}
+    assert rows["same"].rstrip().endswith("| HOLDS (< 0.001) |")
+    assert rows["off"].rstrip().endswith("| FAILS (< 0.001) |")  # G's gradient 1% off
+    assert "1.00e-02" in rows["off"]
+    assert rows["loss"].rstrip().endswith("| FAILS (< 0.001) |")  # d_loss 0.2% off
+
+
+def test_sizes_are_read_one_way():
+    assert parse_sizes("32x64, 128x256,64x8x5") == [(32, 64, 10), (128, 256, 1000), (64, 8, 5)]

@@ -169,7 +169,7 @@ def test_variety_is_on_by_default_for_digits_and_off_when_asked(tmp_path):
 def test_bench_quality_trains_scores_and_rescores_a_checkpoint(tmp_path, capsys):
     import json
 
-    from sagan_core import bench_quality
+    from sagan_core.bench import quality as bench_quality
 
     sets = ["g_ch=2", "d_ch=2", "z_dim=8", "batch_size=4", "steps=4", "log_every=2",
             "variety_every=2", "checkpoint_every=0", "sample_every=0"]  # fmt: skip

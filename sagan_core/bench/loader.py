@@ -1,8 +1,8 @@
 """Loader benchmark: can a packed memmap feed training? Batches/s of the sampler against steps/s.
 
-    python -m sagan_core.bench_loader --resolution 128 --images 8192
-    python -m sagan_core.bench_loader --resolution 128 --measure-train        # also time the paper
-    python -m sagan_core.bench_loader --resolution 128 --train-images-per-s 900  # a known GPU rate
+    python -m sagan_core.bench loader --resolution 128 --images 8192
+    python -m sagan_core.bench loader --resolution 128 --measure-train        # also time the paper
+    python -m sagan_core.bench loader --resolution 128 --train-images-per-s 900  # a known GPU rate
 
 Writes a packed file of random images (the format stored datasets use), opens it as the trainer
 does (`packed`: a read-only memmap), and times `BatchSampler.next()` (random indices, a host
@@ -15,8 +15,6 @@ The file is read through the page cache: a warm run measures the gather, not the
 from __future__ import annotations
 
 import argparse
-import json
-import struct
 import tempfile
 import time
 from pathlib import Path
@@ -24,24 +22,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TrainConfig
-from .data import PACK_MAGIC, BatchSampler, build_dataset
-from .device import resolve_device
+from ..config import TrainConfig
+from ..data import BatchSampler, build_dataset
+from ..device import resolve_device
+from ..packed import PackedWriter
 
 GOAL = 20.0
 
 
 def write_random_packed(path: Path, count: int, resolution: int, classes: int = 10) -> Path:
     rng = np.random.default_rng(0)
-    header = json.dumps(
-        {"resolution": resolution, "count": count, "class_names": [str(i) for i in range(classes)]}
-    ).encode()
-    with open(path, "wb") as f:
-        f.write(PACK_MAGIC + struct.pack("<I", len(header)) + header)
-        f.write(rng.integers(0, classes, count, dtype="<i8").tobytes())
+    labels = rng.integers(0, classes, count).tolist()
+    with PackedWriter(path, resolution, [str(i) for i in range(classes)], labels) as writer:
         for start in range(0, count, 256):
             n = min(256, count - start)
-            f.write(rng.integers(0, 256, (n, 3, resolution, resolution), dtype=np.uint8).tobytes())
+            writer.write(rng.integers(0, 256, (n, 3, resolution, resolution), np.uint8).tobytes())
+        writer.close()
     return path
 
 
@@ -92,7 +88,9 @@ def train_rate(resolution: int, batch: int, device: torch.device, steps: int) ->
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m sagan_core.bench loader", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--images", type=int, default=4096, help="images in the packed file")
     p.add_argument("--batch-size", type=int, default=64, help="the paper's is 64")

@@ -1,8 +1,8 @@
 """Quality experiment: train one config on a small dataset, then print time, accuracy and variety.
 
-    python -m sagan_core.bench_quality                                # the digits defaults
-    python -m sagan_core.bench_quality --set steps=2000 --set g_ch=8 --set d_ch=8
-    python -m sagan_core.bench_quality --set preset=paper --set steps=400 --threads 2
+    python -m sagan_core.bench quality                                # the digits defaults
+    python -m sagan_core.bench quality --set steps=2000 --set g_ch=8 --set d_ch=8
+    python -m sagan_core.bench quality --set preset=paper --set steps=400 --threads 2
 
 `--set FIELD=VALUE` is any TrainConfig field (JSON values: numbers, true/false, strings); left-out
 fields are the defaults a user gets. Training runs on the CPU unless `--set device=...` says
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
-from .data import build_dataset
-from .sample import grid_png, sample
-from .trainer import Trainer, TrainerCallbacks
-from .variety import VarietyJudge
+from ..config import TrainConfig, parse_assignments
+from ..data import build_dataset
+from ..sample import grid_png, sample
+from ..trainer import Trainer, TrainerCallbacks
+from ..variety import VarietyJudge
 
 
 class _Curve(TrainerCallbacks):
@@ -69,19 +69,6 @@ def _time_calls(obj: object, method: str) -> list[float]:
 
     setattr(obj, method, timed)
     return seconds
-
-
-def _parse_sets(items: list[str]) -> dict:
-    fields = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
-        try:
-            fields[name] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[name] = value  # a bare string: --set preset=paper
-    return fields
 
 
 def class_grid(G: torch.nn.Module, num_classes: int, seeds=(0, 1), per_seed: int = 8) -> bytes:
@@ -147,7 +134,7 @@ def _score_checkpoint(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m sagan_core.bench_quality", description=__doc__.split("\n")[0]
+        prog="python -m sagan_core.bench quality", description=__doc__.split("\n")[0]
     )
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -175,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.score:
         return _score_checkpoint(args)
 
-    fields = {"device": "cpu", **_parse_sets(args.sets)}
+    try:
+        sets = parse_assignments(args.sets)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    fields = {"device": "cpu", **sets}
     cfg = TrainConfig.from_dict(fields).validate()
     resolved = cfg.resolved()
     dataset = build_dataset(resolved)

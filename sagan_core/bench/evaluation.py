@@ -1,6 +1,6 @@
 """Evaluation-speed benchmark: IS + FID of a generator's samples against cached reference stats.
 
-    python -m sagan_core.bench_eval --inception-weights weights-inception-2015-12-05-6726825d.pth \\
+    python -m sagan_core.bench eval --inception-weights weights-inception-2015-12-05-6726825d.pth \\
         --samples 50000 --resolution 128 --num-classes 1000
 
 The reference statistics are computed once (and cached in a temporary directory) before the
@@ -22,11 +22,11 @@ import time
 import torch
 from torch_fidelity.generative_model_base import GenerativeModelBase
 
-from .config import TrainConfig
-from .device import resolve_device
-from .evaluate import DirectoryStatsCache, FeatureExtractor, evaluate_generator
-from .models import Generator
-from .sample import to_uint8
+from ..config import TrainConfig
+from ..device import resolve_device
+from ..evaluate import DirectoryStatsCache, FeatureExtractor, evaluate_generator
+from ..models import Generator
+from ..sample import to_uint8
 
 
 class _FidelityGenerator(GenerativeModelBase):
@@ -94,7 +94,7 @@ def _time_torch_fidelity(G, reference, args, weights, device, cache_root) -> flo
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m sagan_core.bench_eval", description=__doc__.split("\n")[0]
+        prog="python -m sagan_core.bench eval", description=__doc__.split("\n")[0]
     )
     p.add_argument(
         "--inception-weights", help="default: $SAGAN_INCEPTION_WEIGHTS, hub cache, download"

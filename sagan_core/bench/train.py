@@ -1,8 +1,8 @@
 """Training-speed benchmark: the fast path against the plain reference path, in one run.
 
-    python -m sagan_core.bench                       # CUDA: 32x64, 32x256, 128x256 (1,000 classes)
-    python -m sagan_core.bench --sizes 32x64 --steps 3    # (the CPU's default size)
-    python -m sagan_core.bench --resolution 128 --batch-size 256 --num-classes 1000
+    python -m sagan_core.bench train             # CUDA: 32x64, 32x256, 128x256 (1,000 classes)
+    python -m sagan_core.bench train --sizes 32x64 --steps 3    # (the CPU's default size)
+    python -m sagan_core.bench train --resolution 128 --batch-size 256 --num-classes 1000
     sagan bench ...                                   # the same, from the one CLI
 
 Each path trains on `synthetic` data from the same seed, so all start from identical weights and
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import TrainConfig
-from .flops import step_flops
-from .trainer import Trainer
+from ..config import TrainConfig
+from ..flops import step_flops
+from ..trainer import Trainer
+from .sizes import parse_sizes
 
 # name -> config overrides; `plain` is the reference: eager, fp32, unfused.
 PATHS = {
@@ -142,21 +143,7 @@ def grad_error(grads: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], net
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-def parse_sizes(text: str) -> list[tuple[int, int, int]]:
-    """`32x64,128x256x1000` -> [(32, 64, 10), (128, 256, 1000)] (resolution x batch [x classes];
-    classes default to 1,000 at 128 px and above, else 10)."""
-    out = []
-    for item in (t.strip() for t in text.split(",") if t.strip()):
-        parts = [int(v) for v in item.lower().split("x")]
-        if len(parts) not in (2, 3):
-            raise ValueError(f"size {item!r} is not RESOLUTIONxBATCH[xCLASSES]")
-        if len(parts) == 2:
-            parts.append(1000 if parts[0] >= 128 else 10)
-        out.append((parts[0], parts[1], parts[2]))
-    return out
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench train") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     listed = ", ".join("x".join(map(str, size)) for size in SIZES)
     p.add_argument("--sizes", help=f"RxB[xC],... (default: CUDA {listed}; CPU the first)")

@@ -1,7 +1,7 @@
 """Data-parallel benchmark (issue #15): one process against DDP on 1, 2, 4, 8 devices, one run.
 
-    python -m sagan_core.bench_ddp                          # CUDA: 32x64 and 128x256, every GPU
-    python -m sagan_core.bench_ddp --sizes 32x8 --gpus 1,2 --device cpu --path plain --steps 6
+    python -m sagan_core.bench ddp                          # CUDA: 32x64 and 128x256, every GPU
+    python -m sagan_core.bench ddp --sizes 32x8 --gpus 1,2 --device cpu --path plain --steps 6
 
 For each size it trains `synthetic` data from one seed: first the one-process path (what a job of
 gpus=1 runs), then the DDP path (sagan_core.distributed: DDP, the control group's stop flag, the
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
-from .launch import train_distributed
-from .trainer import Trainer, TrainerCallbacks
+from ..config import TrainConfig
+from ..launch import train_distributed
+from ..trainer import Trainer, TrainerCallbacks
+from .sizes import parse_sizes
 
 SIZES = ((32, 64, 10), (128, 256, 1000))
 
@@ -48,15 +49,7 @@ def _config(args, resolution: int, batch: int, classes: int, gpus: int) -> Train
     )  # fmt: skip
 
 
-def _parse_sizes(text: str) -> list[tuple[int, int, int]]:
-    out = []
-    for part in text.split(","):
-        fields = [int(v) for v in part.lower().split("x")]
-        out.append((fields[0], fields[1], fields[2] if len(fields) > 2 else 10))
-    return out
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench_ddp") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench ddp") -> int:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", help="RxB[xC],...: resolution, per-process batch, classes")
@@ -72,7 +65,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m sagan_core.bench_
         if args.gpus
         else [n for n in (1, 2, 4, 8) if n <= devices]
     )
-    sizes = _parse_sizes(args.sizes) if args.sizes else list(SIZES if cuda else [(32, 8, 10)])
+    sizes = parse_sizes(args.sizes) if args.sizes else list(SIZES if cuda else [(32, 8, 10)])
     print(f"device {args.device} ({devices} available), path {args.path or 'default'}")
     header = f"{'size':>14} {'run':>10} {'images/s':>10} {'vs 1 proc':>10} {'scaling':>8}"
     for resolution, batch, classes in sizes:
