@@ -1,9 +1,15 @@
-"""Sampling: (seed, class) is the address of an image; grids as deterministic PNG bytes."""
+"""Sampling: (seed, class) is the address of an image; grids as deterministic PNG bytes.
+
+`latents(seed, n, z_dim)` is the one draw of z: the i-th image of seed s and class c is G(z_i, c)
+wherever it is drawn: `/samples`, the IS/FID generator (sagan_core.evaluate) and the variety judge.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+from collections.abc import Iterator
 
 import torch
 from PIL import Image
@@ -28,6 +34,26 @@ def truncated_normal(
     return torch.special.ndtri(p).clamp(-t, t).float()
 
 
+def latents(seed: int, n: int, z_dim: int, truncation: float | None = None) -> torch.Tensor:
+    """The z of images 0..n-1 of `seed`: (n, z_dim) float32 on the CPU, from a local generator
+    (the global RNGs are not touched), so the same seed gives the same z on any device."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1 (got {n})")
+    rng = torch.Generator().manual_seed(int(seed))
+    return truncated_normal((n, z_dim), truncation, rng)
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The module in eval mode for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 def _class_tensor(classes, n: int, num_classes: int) -> torch.Tensor:
     if isinstance(classes, int):
         y = torch.full((n,), classes, dtype=torch.long)
@@ -42,10 +68,7 @@ def _class_tensor(classes, n: int, num_classes: int) -> torch.Tensor:
 
 
 def _latents(generator, classes, n: int, seed: int, truncation: float | None):
-    if n < 1:
-        raise ValueError(f"n must be >= 1 (got {n})")
-    rng = torch.Generator().manual_seed(int(seed))
-    z = truncated_normal((n, generator.z_dim), truncation, rng)
+    z = latents(seed, n, generator.z_dim, truncation)
     y = _class_tensor(classes, n, generator.num_classes)
     device = next(generator.parameters()).device
     return z.to(device), y.to(device)
@@ -73,12 +96,8 @@ def sample(
     `classes` is one class for all, or a list/tensor cycled to length n. Runs G in eval mode.
     """
     z, y = _latents(generator, classes, n, seed, truncation)
-    was_training = generator.training
-    generator.eval()
-    try:
+    with eval_mode(generator):
         x = generator(z, y)  # (n, 3, H, W) in [-1, 1]
-    finally:
-        generator.train(was_training)
     return _to_hwc(x)
 
 
@@ -108,14 +127,12 @@ def attention_map(
         captured["size"] = torch.tensor(args[0].shape[-2:])
         return out
 
-    was_training = generator.training
-    generator.eval()
     handle = layers[0].register_forward_hook(with_map)
     try:
-        images = _to_hwc(generator(z, y))  # (n, H, W, 3)
+        with eval_mode(generator):
+            images = _to_hwc(generator(z, y))  # (n, H, W, 3)
     finally:
         handle.remove()
-        generator.train(was_training)
     size = images.shape[1]
     qx, qy = query
     if not (0 <= qx < size and 0 <= qy < size):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
-from .sample import to_uint8, truncated_normal
+from .sample import eval_mode, latents, to_uint8
 
 MAX_CLASSES = 100
 MAX_IMAGES = 20_000
@@ -216,34 +216,40 @@ class VarietyJudge:
     ) -> dict:
         """Generate `n_per_class` samples of every class from seeded z and score them.
 
-        `truncation` None draws z from the plain normal (what training sees); a number uses the
-        sampling API's truncated normal. G runs in eval mode and is put back as it was; the
-        global RNGs are not touched.
+        z is the sampling API's (`sagan_core.sample.latents`): the samples of class c are the
+        images `/samples?class=c&seed=...` shows. `truncation` None is the plain normal (what
+        training sees). G runs in eval mode and is put back as it was; the global RNGs are not
+        touched.
         """
         if n_per_class < 2:
             raise ValueError(f"n_per_class must be >= 2 (got {n_per_class})")
         if G.num_classes != self.num_classes:
             raise ValueError(f"G has {G.num_classes} classes, the data {self.num_classes}")
-        n = n_per_class * self.num_classes
-        rng = torch.Generator().manual_seed(int(seed))
-        if truncation is None:
-            z = torch.randn((n, G.z_dim), generator=rng)
-        else:
-            z = truncated_normal((n, G.z_dim), truncation, rng)
+        images, y = self.samples(G, n_per_class, seed, truncation, batch_size)
+        return self.score_images(images, y)
+
+    @torch.no_grad()
+    def samples(
+        self,
+        G: torch.nn.Module,
+        n_per_class: int,
+        seed: int = 0,
+        truncation: float | None = None,
+        batch_size: int = 500,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What `score` judges: uint8 (n, 3, R, R) images, class by class, and their classes."""
+        # Each class's samples are images 0..n_per_class-1 of the seed, as /samples draws them.
+        z = latents(seed, n_per_class, G.z_dim, truncation).repeat(self.num_classes, 1)  # (n, Z)
         y = torch.arange(self.num_classes).repeat_interleave(n_per_class)  # (n,)
         device = next(G.parameters()).device
-        was_training = G.training
-        G.eval()
-        try:
+        with eval_mode(G):
             images = torch.cat(
                 [
                     to_uint8(G(zb.to(device), yb.to(device))).cpu()
                     for zb, yb in zip(z.split(batch_size), y.split(batch_size), strict=True)
                 ]
             )  # (n, 3, R, R) uint8
-        finally:
-            G.train(was_training)
-        return self.score_images(images, y)
+        return images, y
 
 
 def _classifier_input(features: torch.Tensor) -> np.ndarray:

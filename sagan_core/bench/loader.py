@@ -26,6 +26,7 @@ from ..config import TrainConfig
 from ..data import BatchSampler, build_dataset
 from ..device import resolve_device
 from ..packed import PackedWriter
+from ..trainer import Trainer
 
 GOAL = 20.0
 
@@ -68,8 +69,6 @@ def gather_rate(path: Path, resolution: int, batch: int, seconds: float) -> floa
 
 
 def train_rate(resolution: int, batch: int, device: torch.device, steps: int) -> float:
-    from .trainer import Trainer
-
     cfg = TrainConfig(
         dataset="synthetic", resolution=resolution, preset="paper", batch_size=batch,
         steps=10**6, checkpoint_every=0, sample_every=0, variety_every=0, device=str(device),

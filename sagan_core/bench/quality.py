@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import load_generator
 from ..config import TrainConfig, parse_assignments
 from ..data import build_dataset
 from ..sample import grid_png, sample
@@ -116,7 +117,6 @@ def z_share(G: torch.nn.Module, num_classes: int, per_class: int = 32, seed: int
 
 
 def _score_checkpoint(args: argparse.Namespace) -> int:
-    from .checkpoint import load_generator
 
     G, cfg, _ = load_generator(args.score)
     judge = VarietyJudge.for_dataset(build_dataset(cfg))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import EVAL_SAMPLES
-from ..sample import to_uint8
+from ..sample import eval_mode, latents, to_uint8
 from .errors import EvaluationError
 from .inception import FeatureExtractor, resolve_inception_weights
 from .reference import (
@@ -22,6 +22,9 @@ from .reference import (
     reference_subset,
 )
 from .scores import METRICS, calc_metrics, check_metric_names, frechet_distance
+
+# The random classes of an evaluation come from a stream of their own (seed + this), not z's.
+CLASS_STREAM = 1_000_003
 
 
 def draw_classes(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -49,24 +52,18 @@ def generate_images(
     """
     device = torch.device(device) if device is not None else _module_device(G)
     num_classes = getattr(G, "num_classes", 0) or 0
-    rng = torch.Generator().manual_seed(seed)
     if class_index is not None:
         labels = torch.full((n,), class_index, dtype=torch.long)
-    elif num_classes > 0:
-        labels = draw_classes(n, num_classes, rng)
+    elif num_classes > 0:  # their own stream: z is the seed's, as /samples and the judge draw it
+        labels = draw_classes(n, num_classes, torch.Generator().manual_seed(seed + CLASS_STREAM))
     else:
         labels = None
-    was_training = G.training
-    G.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                b = min(batch_size, n - start)
-                z = torch.randn(b, G.z_dim, generator=rng).to(device)
-                y = None if labels is None else labels[start : start + b].to(device)
-                yield to_uint8(G(z, y))
-    finally:
-        G.train(was_training)
+    z_all = latents(seed, n, G.z_dim)  # (n, Z): image i of the seed is G(z_i, y_i) everywhere
+    with eval_mode(G), torch.no_grad():
+        for start in range(0, n, batch_size):
+            z = z_all[start : start + batch_size].to(device)
+            y = None if labels is None else labels[start : start + batch_size].to(device)
+            yield to_uint8(G(z, y))
 
 
 class EvaluationResult(dict):

@@ -22,6 +22,7 @@ from sagan_core.evaluate import (
     DirectoryStatsCache,
     EvaluationError,
     FeatureExtractor,
+    Features,
     ReferenceStats,
     calc_metrics,
     evaluate_generator,
@@ -157,6 +158,23 @@ def test_inception_score_is_finite_and_at_least_one(noise_features, flat_feature
         result = calc_metrics(["is"], features)
         assert math.isfinite(result["is"]) and result["is"] >= 1.0
         assert math.isfinite(result["is_std"])
+
+
+def _confident(classes: list[int], margin: float = 60.0) -> Features:
+    """Features whose IS logits put (all but) the whole probability on one class each."""
+    logits = torch.zeros(len(classes), 1008)
+    logits[torch.arange(len(classes)), torch.tensor(classes)] = margin
+    return Features(pool=torch.zeros(len(classes), 2048), logits=logits)
+
+
+def test_inception_score_has_its_known_values():
+    # exp(E[KL(p(y|x) || p(y))]): K classes, each image sure of one, evenly spread -> K;
+    # every image sure of the same class -> 1; the closed form for two even halves -> 2.
+    assert calc_metrics(["is"], _confident([0] * 400))["is"] == pytest.approx(1.0, abs=1e-6)
+    four = calc_metrics(["is"], _confident([0, 1, 2, 3] * 250))
+    assert four["is"] == pytest.approx(4.0, rel=0.02)
+    two = calc_metrics(["is"], _confident([5, 9] * 300))
+    assert two["is"] == pytest.approx(2.0, rel=0.02) and two["is_std"] < 0.05
 
 
 @pytest.mark.parametrize("n", [20, 200])  # N <= D and N > D take different routes

@@ -173,3 +173,39 @@ def test_release_is_not_a_loss_and_unclaimed_queued_jobs_are_listed_for_resendin
     )
     session.commit()
     assert jobs.unclaimed_queued(session, timedelta(minutes=1)) == [(job.id, "train")]
+
+
+def test_two_workers_racing_for_one_job_on_postgres_one_wins(migrated_postgres_url: str):
+    """The guarded UPDATE under real concurrency: two threads, two connections, one barrier."""
+    import threading
+
+    from store.db import make_engine
+
+    engine = make_engine(migrated_postgres_url)
+    try:
+        for _ in range(20):
+            with Session(engine) as s:
+                job_id = _new(s).id
+                s.commit()
+            barrier = threading.Barrier(2)
+            won: dict[str, bool] = {}
+
+            def claim(worker: str, job_id: str = job_id, barrier=barrier, won=won) -> None:  # noqa: ANN001
+                with Session(engine) as s:
+                    s.execute(select(Job.id).where(Job.id == job_id)).all()  # connection up first
+                    barrier.wait()
+                    won[worker] = jobs.claim_job(s, job_id, worker)
+                    s.commit()
+
+            threads = [threading.Thread(target=claim, args=(w,)) for w in ("w1", "w2")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert sorted(won.values()) == [False, True], won
+            with Session(engine) as s:
+                job = jobs.get_job(s, job_id)
+                assert (job.state, job.attempts) == ("running", 1)
+                assert job.worker == next(w for w, ok in won.items() if ok)
+    finally:
+        engine.dispose()
