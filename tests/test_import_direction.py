@@ -59,6 +59,14 @@ def test_the_core_loads_without_any_service_package() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_no_import_circle_inside_a_package() -> None:
+    """Lazy imports count (a lazy import is for a heavy dependency, never to hide a circle); the
+    graph and its checker live in tests/test_house_rules.py."""
+    from test_house_rules import circles, import_graph
+
+    assert circles(import_graph()) == []
+
+
 def test_the_checker_sees_a_wrong_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from worker.tasks import train_job\n    import fastapi.routing\n")

@@ -22,7 +22,7 @@ import time
 import torch
 from torch_fidelity.generative_model_base import GenerativeModelBase
 
-from ..config import TrainConfig
+from ..config import EVAL_SAMPLES, TrainConfig
 from ..device import resolve_device
 from ..evaluate import DirectoryStatsCache, FeatureExtractor, evaluate_generator
 from ..models import Generator
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--inception-weights", help="default: $SAGAN_INCEPTION_WEIGHTS, hub cache, download"
     )
-    p.add_argument("--samples", type=int, default=50_000)
+    p.add_argument("--samples", type=int, default=EVAL_SAMPLES)
     p.add_argument(
         "--reference", type=int, default=10_000, help="real (synthetic) reference images"
     )
