@@ -26,6 +26,9 @@ class TrainerCallbacks:
     def on_samples(self, step: int, png: bytes) -> None:
         pass
 
+    def on_note(self, step: int, message: str) -> None:
+        """Something the user should know that is not a metric (a fallback, a warning)."""
+
 
 class CallbackList(TrainerCallbacks):
     """Several callbacks as one: each hears every event; any one of them can stop the run."""
@@ -47,6 +50,10 @@ class CallbackList(TrainerCallbacks):
     def on_samples(self, step: int, png: bytes) -> None:
         for c in self.callbacks:
             c.on_samples(step, png)
+
+    def on_note(self, step: int, message: str) -> None:
+        for c in self.callbacks:
+            c.on_note(step, message)
 
 
 # What an evaluator is: (step, G_ema) -> metrics such as {"is": ..., "fid": ...}.

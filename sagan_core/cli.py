@@ -46,6 +46,9 @@ class _ProgressCallbacks(TrainerCallbacks):
         keys = ("d_loss", "g_loss", "images_per_s", "fid")
         self.bar.set_postfix({k: f"{metrics[k]:.3g}" for k in keys if k in metrics})
 
+    def on_note(self, step: int, message: str) -> None:
+        print(f"step {step}: {message}", file=sys.stderr)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -25,13 +25,13 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .compiled import compile_failure, compiled_steps, fallback_note, uncompiled_steps
 from .config import VARIETY_LOGS, ConfigError, Limits, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
 from .device import check_device_available, resolve_device
 from .distributed import NO_BUFFER_SYNC, Ranks, shard, sync_batch_norms
 from .ema import ema_update, ema_update_foreach
 from .flops import step_flops
-from .layers import SelfAttention
 from .losses import d_hinge_loss, g_hinge_loss, mode_seeking_term
 from .models import Discriminator, Generator
 from .sample import grid_png, sample
@@ -145,18 +145,10 @@ class Trainer:
                 self.D, device_ids=ids, gradient_as_bucket_view=True, **NO_BUFFER_SYNC
             )
         if fast:
-            for m in (*self.G.modules(), *self.D.modules()):
-                if isinstance(m, SelfAttention):
-                    m.pad_qk = True
-            # CUDA graphs: reduce-overhead records each compiled graph once and replays it.
-            # Their outputs live in a pool the next replay overwrites; every tensor kept past a
-            # step (the window's loss sums, the non-finite flag) is computed from them eagerly.
-            mode = "reduce-overhead" if self.cuda_graphs else None
-            self.G_step = torch.compile(self.G_step, dynamic=False, mode=mode)
-            self.D_step = torch.compile(self.D, dynamic=False, mode=mode)
-            self.D_update = (
-                self.D_step if self.ranks is None else torch.compile(self.D_update, dynamic=False)
-            )
+            self.G_step, self.D_step, self.D_update = compiled_steps(
+                self.G_step, self.D, self.D_update, several=self.ranks is not None,
+                cuda_graphs=self.cuda_graphs,
+            )  # fmt: skip
         self._ema_tensors = (
             list(self.G_ema.parameters()),
             list(self.G.parameters()),
@@ -168,6 +160,7 @@ class Trainer:
         self._bad_step: torch.Tensor | None = None
         self._bad_losses: torch.Tensor | None = None
         self.compile_seconds: float | None = None
+        self.compile_error: str | None = None  # why the fast path runs uncompiled
         self.step = 0
         self.best_fid = math.inf
         self.last_checkpoint: Path | None = None
@@ -290,8 +283,12 @@ class Trainer:
                     self.flops_per_step = step_flops(cfg)
                 if self.compile_seconds is None:  # the first call compiles G and D
                     started = time.perf_counter()
-                    stats = self.train_step()
-                    self._sync()
+                    try:
+                        stats = self.train_step()
+                        self._sync()
+                    except torch._dynamo.exc.TorchDynamoException as e:
+                        self._run_uncompiled(e)  # no C compiler, a GPU Triton does not know
+                        stats = self.train_step()
                     self.compile_seconds = time.perf_counter() - started
                 else:
                     stats = self.train_step()
@@ -369,6 +366,16 @@ class Trainer:
         return TrainResult(self.step, False, self.last_checkpoint)
 
     # -- the fast path's bookkeeping ------------------------------------------------------------
+
+    def _run_uncompiled(self, error: Exception) -> None:
+        """The fast path without torch.compile (the same modules, called eagerly) and a note
+        saying why, rather than a failed job: a machine without a C compiler cannot compile."""
+        self.G_step, self.D_step, self.D_update = uncompiled_steps(
+            self.G_step, self.D_step, self.D_update
+        )
+        self.cuda_graphs = False
+        self.compile_error = compile_failure(error)
+        self.callbacks.on_note(self.step, fallback_note(self.compile_error))
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

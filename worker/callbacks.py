@@ -129,6 +129,16 @@ class JobCallbacks(TrainerCallbacks):
             f"upload of the step {step} samples", lambda: self.storage.put_bytes(key, png)
         )
 
+    def on_note(self, step: int, message: str) -> None:
+        self._retried(
+            f"a note at step {step}",
+            lambda: self._note(message),
+        )
+
+    def _note(self, message: str) -> None:
+        with session_scope(self.settings) as session:
+            jobs.add_event(session, self.job_id, "info", message)
+
     # -- stopping -----------------------------------------------------------------------------
 
     def should_stop(self, step: int) -> bool:

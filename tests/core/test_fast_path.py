@@ -185,3 +185,49 @@ def test_a_non_finite_loss_is_raised_at_the_next_read_naming_its_step(tmp_path, 
     assert e.value.step == 2 and t.step == 4 and poison.logged == []
     assert "d_loss=nan" in str(e.value)
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+NO_COMPILER_RUN = """
+import json, sys
+from sagan_core.config import TrainConfig
+from sagan_core.trainer import Trainer, TrainerCallbacks
+
+class Notes(TrainerCallbacks):
+    def __init__(self):
+        self.notes = []
+    def on_note(self, step, message):
+        self.notes.append([step, message])
+
+notes = Notes()
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+trainer = Trainer(cfg, sys.argv[2], callbacks=notes)
+result = trainer.run()
+print(json.dumps({"step": result.step, "notes": notes.notes, "error": trainer.compile_error,
+                  "compiled": hasattr(trainer.G_step, "_orig_mod")}))
+"""
+
+
+def test_without_a_c_compiler_the_fast_path_trains_uncompiled_and_says_why(tmp_path):
+    """A machine without a compiler (a CUDA runtime image, #26): the job trains on, not fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    fields = {k: v for k, v in tiny_config("fast", steps=2).to_dict().items() if v is not None}
+    env = {
+        **os.environ,
+        "CXX": "/nonexistent/g++",
+        "CC": "/nonexistent/gcc",
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),  # nothing compiled before
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", NO_COMPILER_RUN, json.dumps(fields), str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    assert run["step"] == 2 and run["compiled"] is False
+    assert "compiler" in run["error"].lower()
+    [(step, note)] = run["notes"]
+    assert step == 0 and note.startswith("torch.compile failed on this machine")
