@@ -221,6 +221,14 @@ def up(
             min=0,
         ),
     ] = 30.0,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log every HTTP request (off: the dashboard's and the CLI's polling would bury "
+            "the progress lines).",
+        ),
+    ] = False,
 ) -> None:
     """Run the embedded service: migrations, a supervised Celery worker, the API, a reaper.
 
@@ -250,7 +258,12 @@ def up(
     signal.signal(signal.SIGINT, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda *_: None)
     config = uvicorn.Config(
-        "api.app:create_app", factory=True, host=host, port=port, log_level="info"
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
     )
     server = uvicorn.Server(config)
     from sagan_cli.progress import ProgressReporter, where_to_go

@@ -4,9 +4,12 @@ so often one line per running job (step, losses, FID, images/s, ETA), read from 
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from sagan_cli import output as fmt
 from store import jobs as job_states
@@ -39,13 +42,30 @@ def where_to_go(settings, host: str, port: int, token_file: str) -> str:  # noqa
     else:
         token = "make one: sagan token create --user NAME"
     client = "" if url == "http://127.0.0.1:8000" else f"SAGAN_URL={url} "
+    sagan = sagan_command()
     pairs = [
         ("dashboard", f"{url}/"),
         ("API docs", f"{url}/docs (ReDoc: {url}/redoc)"),
         ("token", token),
-        ("client", f"{client}sagan jobs list; {client}sagan jobs watch ID"),
+        ("client", f"{client}{sagan} jobs list; {client}{sagan} jobs watch ID"),
     ]
+    if sagan != "sagan":  # `make up` installs into a venv that is not on PATH
+        pairs.append(("", f"(or put it on PATH: source {Path(sagan).parent}/activate)"))
     return "SAGAN is up:\n" + "\n".join(f"  {line}" for line in fmt.key_values(pairs).split("\n"))
+
+
+def sagan_command() -> str:
+    """How this shell reaches the `sagan` that is running: `sagan` when PATH finds it, else its
+    path (relative to here when it is below)."""
+    here = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "sagan" else None
+    mine = here or Path(sys.executable).with_name("sagan")
+    found = shutil.which("sagan")
+    if found and Path(found).resolve() == mine.resolve():
+        return "sagan"
+    try:
+        return str(mine.relative_to(Path.cwd()))
+    except ValueError:
+        return str(mine)
 
 
 def job_line(job: Job, latest: dict[str, tuple[int, float]]) -> str:

@@ -4,6 +4,8 @@ and takeovers. Database and storage calls are retried through outages (store.out
 from __future__ import annotations
 
 import logging
+import math
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +34,22 @@ def worker_shutting_down() -> bool:
         flag is not None and flag is not False
         for flag in (state.should_stop, state.should_terminate)
     )
+
+
+class SmoothedRate:
+    """The rate over the last `windows` log windows (equal steps each): their harmonic mean, the
+    images they trained over the time they took. One fast or slow window (a loaded machine, an
+    evaluation) moves it by a share, and a machine that stays slower moves it all the way."""
+
+    def __init__(self, windows: int = 8):
+        self.rates: deque[float] = deque(maxlen=windows)
+
+    def add(self, rate: float) -> float:
+        if rate > 0 and math.isfinite(rate):
+            self.rates.append(rate)
+        if not self.rates:
+            return rate
+        return len(self.rates) / sum(1.0 / r for r in self.rates)
 
 
 class JobCallbacks(TrainerCallbacks):
@@ -63,6 +81,7 @@ class JobCallbacks(TrainerCallbacks):
         self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost"
         self.last_checkpoint_step = last_checkpoint_step
         self.images_per_s: float | None = None
+        self.rate = SmoothedRate()
 
     def _retried(self, what: str, fn: Callable[[], T]) -> T:
         return call_through_outages(
@@ -79,8 +98,8 @@ class JobCallbacks(TrainerCallbacks):
                 write_metrics(session, self.job_id, rows)
 
         self._retried(f"metrics of step {step}", write)
-        if "images_per_s" in metrics:
-            self.images_per_s = self.liveness.images_per_s = metrics["images_per_s"]
+        if "images_per_s" in metrics:  # the job's rate (its ETA): smoothed over windows
+            self.images_per_s = self.liveness.images_per_s = self.rate.add(metrics["images_per_s"])
 
     # -- checkpoints --------------------------------------------------------------------------
 
