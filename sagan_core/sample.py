@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def truncated_normal(
@@ -143,21 +143,51 @@ def attention_map(
     return images, maps.float().cpu()
 
 
-def grid_png(images: torch.Tensor, nrow: int | None = None, padding: int = 0) -> bytes:
-    """(n, H, W, 3) uint8 -> PNG bytes of a grid, `nrow` images per row (default ceil(sqrt(n)))."""
+GRID_GAP = 2  # pixels between tiles: dark digits on dark ground would merge into one another
+GAP_COLOUR = 200  # a light grey line, seen against dark and light images alike
+LABEL_HEIGHT = 10  # the row labels' font size in pixels
+
+
+def grid_png(
+    images: torch.Tensor,
+    nrow: int | None = None,
+    padding: int = GRID_GAP,
+    row_labels: Sequence[str] | None = None,
+) -> bytes:
+    """(n, H, W, 3) uint8 -> PNG bytes of a grid, `nrow` images per row (default ceil(sqrt(n))),
+    `padding` pixels of grey between tiles, and with `row_labels` each row's name on its left
+    (a class name). The same images give the same bytes."""
     n, h, w, c = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
-    grid = torch.zeros(
-        (rows * h + (rows - 1) * padding, nrow * w + (nrow - 1) * padding, c), dtype=torch.uint8
+    grid = torch.full(
+        (rows * h + (rows - 1) * padding, nrow * w + (nrow - 1) * padding, c),
+        GAP_COLOUR,
+        dtype=torch.uint8,
     )
     for i in range(n):
         r, col = divmod(i, nrow)
         top, left = r * (h + padding), col * (w + padding)
         grid[top : top + h, left : left + w] = images[i]
+    image = Image.fromarray(grid.numpy())
+    if row_labels:
+        image = _with_row_labels(image, list(row_labels)[:rows], h + padding)
     buf = io.BytesIO()
-    Image.fromarray(grid.numpy()).save(buf, format="PNG")
+    image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _with_row_labels(grid: Image.Image, labels: list[str], row_height: int) -> Image.Image:
+    font = ImageFont.load_default(size=LABEL_HEIGHT)
+    pen = ImageDraw.Draw(grid)
+    width = max(int(pen.textlength(text, font=font)) for text in labels) + 6
+    out = Image.new("RGB", (grid.width + width, grid.height), (255, 255, 255))
+    out.paste(grid, (width, 0))
+    pen = ImageDraw.Draw(out)
+    for r, text in enumerate(labels):
+        middle = r * row_height + (row_height - LABEL_HEIGHT) // 2
+        pen.text((3, middle), text, fill=(0, 0, 0), font=font)
+    return out
 
 
 def attention_png(image: torch.Tensor, amap: torch.Tensor, query: tuple[int, int]) -> bytes:

@@ -447,13 +447,12 @@ class Trainer:
         self.callbacks.on_metrics(step, metrics)
 
     def _samples(self, step: int) -> None:
-        n_cls = self.config.num_classes
-        rows = (
-            sorted({round(i * (n_cls - 1) / 9) for i in range(10)}) if n_cls > 10 else range(n_cls)
-        )
+        n = self.config.num_classes  # up to ten classes (rows), spread over the range
+        rows = sorted({round(i * (n - 1) / 9) for i in range(10)}) if n > 10 else range(n)
         per_row = 8
         classes = [c for c in rows for _ in range(per_row)]
-        png = grid_png(sample(self.G_ema, classes, len(classes), seed=0), nrow=per_row)
+        names = [str(self.dataset.class_names[c]) for c in rows]
+        png = grid_png(sample(self.G_ema, classes, len(classes), seed=0), per_row, row_labels=names)
         self.callbacks.on_samples(step, png)
 
     def _save(self, tags: set[str]) -> Path:

@@ -34,7 +34,7 @@ def test_samples_are_a_deterministic_png_grid_with_an_etag(service, tiny_checkpo
     assert first.status_code == 200, first.text
     assert first.headers["content-type"] == "image/png"
     image = Image.open(io.BytesIO(first.content))
-    assert image.size == (4 * 32, 4 * 32) and image.mode == "RGB"  # 16 images, 4 per row
+    assert image.size == (4 * 32 + 3 * 2, 4 * 32 + 3 * 2) and image.mode == "RGB"  # 4 x 4, gaps
 
     # A fresh app (cold cache, so the checkpoint is loaded again) renders the same bytes;
     # the class may be named instead of numbered.

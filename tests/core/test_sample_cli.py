@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -43,8 +44,23 @@ def test_truncation_bounds_latents_and_rejects_non_positive_values():
 
 
 def test_grid_png_has_expected_size(generator):
-    png = grid_png(sample(generator, [0, 1, 2], 6, seed=0), nrow=3)
+    png = grid_png(sample(generator, [0, 1, 2], 6, seed=0), nrow=3, padding=0)
     assert Image.open(io.BytesIO(png)).size == (3 * 32, 2 * 32)
+
+
+def test_grid_tiles_are_apart_and_rows_can_carry_their_class_names(generator):
+    images = sample(generator, [0, 1, 2], 6, seed=0)
+    plain = np.asarray(Image.open(io.BytesIO(grid_png(images, nrow=3))))
+    assert plain.shape == (2 * 32 + 2, 3 * 32 + 2 * 2, 3)  # a 2-pixel grey line between tiles
+    assert (plain[32:34] == 200).all() and (plain[:, 32:34] == 200).all()
+    assert np.array_equal(plain[34:, 34:66], images[4].numpy())  # tile 4 is row 1, column 1
+    labelled = grid_png(images, nrow=3, row_labels=["zero", "a long class name"])
+    again = grid_png(images, nrow=3, row_labels=["zero", "a long class name"])
+    page = np.asarray(Image.open(io.BytesIO(labelled)))
+    margin = page.shape[1] - plain.shape[1]
+    assert labelled == again and margin > 40  # room for the longest name, the same bytes
+    assert np.array_equal(page[:, margin:], plain)  # the grid itself is unchanged
+    assert (page[:32, :margin] < 128).any() and (page[34:, :margin] < 128).any()  # ink per row
 
 
 def test_cli_trains_then_samples_a_png_by_class_name(tmp_path):
@@ -59,7 +75,7 @@ def test_cli_trains_then_samples_a_png_by_class_name(tmp_path):
     out = tmp_path / "grid.png"
     assert main(["sample", "--checkpoint", str(ckpt), "--class", "3", "--n", "6", "--nrow", "3",
                  "-o", str(out)]) == 0  # fmt: skip
-    assert Image.open(out).size == (96, 64)
+    assert Image.open(out).size == (3 * 32 + 2 * 2, 2 * 32 + 2)  # 3 x 2 tiles, 2-pixel gaps
 
 
 @pytest.mark.parametrize(

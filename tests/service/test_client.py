@@ -151,7 +151,7 @@ def test_models_samples_writes_a_png(service: Service, trained: tuple) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert f"wrote {target}" in out.stdout
-    assert Image.open(io.BytesIO(target.read_bytes())).size == (64, 64)  # 2 x 2 images of 32 px
+    assert Image.open(io.BytesIO(target.read_bytes())).size == (66, 66)  # 2 x 2 of 32 px, a gap
     bad = sagan(service, "models", "samples", model[:8], "--class", "10", "-o", str(target))
     assert bad.returncode == 1 and "error: class 10 out of range" in bad.stderr
 

@@ -60,7 +60,7 @@ def run_embedded(group: ProcessGroup, tmp_path: Path) -> None:
         first = client.get(url, params={"class": 3, "n": 4, "seed": 7})
         assert first.status_code == 200, first.text
         assert first.headers["content-type"] == "image/png"
-        assert Image.open(io.BytesIO(first.content)).size == (64, 64)  # 2 x 2 images of 32 px
+        assert Image.open(io.BytesIO(first.content)).size == (66, 66)  # 2 x 2 of 32 px, a gap
         again = client.get(url, params={"class": 3, "n": 4, "seed": 7})
         assert again.content == first.content
 
