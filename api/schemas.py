@@ -291,6 +291,11 @@ class DatasetOut(BaseModel):
     name: str
     state: str = Field(description="uploading, packing, ready or failed")
     reason: str | None = Field(None, description="why it failed (one line)")
+    progress: str | None = Field(
+        None,
+        description="while packing, where it is: `queued behind 2 pack jobs`, "
+        "`packing 312/1,152 images`",
+    )
     source_format: str | None = Field(None, description="zip, tar, tar.gz or packed")
     size_bytes: int = Field(description="size of the uploaded source")
     content_hash: str | None = Field(None, description="SHA-256 of the uploaded source")

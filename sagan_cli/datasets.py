@@ -117,13 +117,14 @@ def _show(ds: dict) -> None:
 
 
 def _wait(api: Any, dataset_id: str, interval: float) -> dict:
+    shown = None
     while True:
         ds = api.get_json(f"/datasets/{dataset_id}")
         if ds["state"] in ("ready", "failed"):
             return ds
-        job = api.get_json(f"/jobs/{ds['pack_job_id']}") if ds.get("pack_job_id") else None
-        if job and job.get("total_steps"):
-            echo(f"packing: {job['step']}/{job['total_steps']} images", err=True)
+        if ds.get("progress") and ds["progress"] != shown:
+            shown = ds["progress"]
+            echo(f"{ds['name']}: {shown}", err=True)
         time.sleep(interval)
 
 

@@ -111,17 +111,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _served_queues(settings) -> str:  # noqa: ANN001
-    """The queues a worker of this machine consumes: jobs of 1..SAGAN_WORKER_GPUS GPUs."""
+def _served_queues(settings, pack: bool = True) -> str:  # noqa: ANN001
+    """The queues a worker of this machine consumes: jobs of 1..SAGAN_WORKER_GPUS GPUs, and the
+    pack queue (CPU work any worker can do) unless a worker of its own takes it."""
     from worker.tasks import worker_gpus
 
-    return ",".join(settings.queues_served(worker_gpus(settings)))
+    queues = settings.queues_served(worker_gpus(settings))
+    return ",".join([*queues, settings.pack_queue] if pack else queues)
 
 
-def _start_worker(queue: str) -> subprocess.Popen:
+def _start_worker(queue: str, name: str = "embedded") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
     cmd += ["-c", "1", "--pool", "solo", "-Q", queue, "--loglevel", "INFO"]
-    cmd += ["--hostname", f"embedded-{os.getpid()}@%h"]
+    cmd += ["--hostname", f"{name}-{os.getpid()}@%h"]
     # Its own session: a terminal's Ctrl-C reaches `sagan up` only, which then stops the worker
     # in order (the running job checkpoints and goes back to the queue).
     return subprocess.Popen(
@@ -152,10 +154,10 @@ class WorkerSupervisor:
     HEALTHY_AFTER_S = 60.0  # a worker that lived this long resets the backoff
     MAX_BACKOFF_S = 30.0
 
-    def __init__(self, settings):  # noqa: ANN001
-        self.settings = settings
+    def __init__(self, settings, queue: str, name: str = "embedded"):  # noqa: ANN001
+        self.settings, self.queue, self.name = settings, queue, name
         self.stopping = threading.Event()
-        self.proc = _start_worker(_served_queues(settings))
+        self.proc = _start_worker(queue, name)
         self.restarts = 0
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
         self._thread.start()
@@ -189,7 +191,7 @@ class WorkerSupervisor:
             if self.stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, self.MAX_BACKOFF_S)
-            self.proc = _start_worker(_served_queues(self.settings))
+            self.proc = _start_worker(self.queue, self.name)
             self.restarts += 1
             log.info("worker restarted (pid %d, restart %d)", self.proc.pid, self.restarts)
 
@@ -247,10 +249,18 @@ def up(
 
     from worker.reaper import start_reaper_thread
 
-    supervisor = WorkerSupervisor(settings)
+    supervisor = WorkerSupervisor(settings, _served_queues(settings, pack=False))
+    packer = WorkerSupervisor(
+        settings, settings.pack_queue, "embedded-pack"
+    )  # never behind training
     _, stop_reaper = start_reaper_thread(settings, reap_every)
     log.info(
-        "worker pid %d; data in %s; API on http://%s:%d", supervisor.proc.pid, root, host, port
+        "workers: pid %d (training), pid %d (packing datasets); data in %s; API on http://%s:%d",
+        supervisor.proc.pid,
+        packer.proc.pid,
+        root,
+        host,
+        port,
     )
 
     # uvicorn re-raises the signal that stopped it once it is done; these handlers absorb that,
@@ -276,6 +286,7 @@ def up(
         reporter.stop.set()
         stop_reaper.set()
         code = supervisor.stop(stop_timeout)
+        packer.stop(stop_timeout)
         log.info("worker exited with code %s; bye", code)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.jobs import ACTIVE
+from store.jobs import ACTIVE, QUEUED
 from store.models import Dataset, Job
 
 UPLOADING, PACKING, READY, FAILED = "uploading", "packing", "ready", "failed"
@@ -94,3 +94,25 @@ def set_state(session: Session, dataset_id: str, state: str, **fields: Any) -> D
     for name, value in fields.items():
         setattr(ds, name, value)
     return ds
+
+
+def pack_progress(session: Session, ds: Dataset) -> str | None:
+    """Where a packing dataset is: `queued behind 2 pack jobs`, `waiting for a worker`, or
+    `packing 312/1,152 images`; None once it is not packing."""
+    if ds.state != PACKING or not ds.pack_job_id:
+        return None
+    job = session.get(Job, ds.pack_job_id)
+    if job is None:
+        return None
+    if job.state == QUEUED:
+        ahead = session.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.kind == "pack", Job.state.in_(ACTIVE), Job.created_at < job.created_at)
+        ).scalar_one()
+        if ahead:
+            return f"queued behind {ahead} pack job{'s' if ahead > 1 else ''}"
+        return "queued: waiting for a worker of the pack queue"
+    if job.total_steps:
+        return f"packing {job.step:,}/{job.total_steps:,} images"
+    return "packing: reading the upload"

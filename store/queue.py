@@ -91,8 +91,9 @@ def job_gpus(config: dict | None) -> int:
 def enqueue_job(
     settings: Settings, job_id: str, kind: str, gpus: int = 1, queue: str | None = None
 ) -> None:
-    """Send the job's task (its id only) to the queue of jobs of `gpus` GPUs (or to `queue`)."""
-    queue = queue or settings.queue_for(gpus)
+    """Send the job's task (its id only) to `queue`, else to the pack queue (a pack job) or the
+    queue of jobs of `gpus` GPUs."""
+    queue = queue or (settings.pack_queue if kind == "pack" else settings.queue_for(gpus))
     celery_for(settings).send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
 
 

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         "(weights-inception-2015-12-05-6726825d.pth)",
     )
     train_queue: str = "train"
+    pack_queue: str = Field(
+        "pack",
+        description="Celery queue of pack jobs (CPU work, never behind training): every "
+        "`sagan worker` consumes it too; `sagan up` runs a worker of its own for it",
+    )
     keep_checkpoints: int = Field(
         3,
         description="Newest checkpoints kept per job, besides those a model points at; 0 keeps all",

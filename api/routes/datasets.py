@@ -40,9 +40,10 @@ UPLOAD_413: Responses = {
 }
 
 
-def dataset_out(ds: Dataset) -> DatasetOut:
+def dataset_out(ds: Dataset, progress: str | None = None) -> DatasetOut:
     return DatasetOut(
         id=ds.id,
+        progress=progress,
         name=ds.name,
         state=ds.state,
         reason=ds.reason,
@@ -134,7 +135,7 @@ def _start_packing(services: Any, dataset_id: str, owner: str, **fields: Any) ->
         ds.state, ds.pack_job_id = stored.PACKING, job.id
         session.commit()
         queue.send_job(session, services.settings, job)
-        return dataset_out(ds)
+        return dataset_out(ds, stored.pack_progress(session, ds))
 
 
 @router.post(
@@ -283,7 +284,8 @@ def register_dataset(
 @router.get("", response_model=DatasetList, summary="List your datasets")
 def list_datasets(session: SessionDep, owner: OwnerDep) -> DatasetList:
     """The caller's datasets, newest first, each with its state, classes and packed files."""
-    return DatasetList(items=[dataset_out(d) for d in stored.list_datasets(session, owner)])
+    found = stored.list_datasets(session, owner)
+    return DatasetList(items=[dataset_out(d, stored.pack_progress(session, d)) for d in found])
 
 
 @router.get(
@@ -293,7 +295,8 @@ def list_datasets(session: SessionDep, owner: OwnerDep) -> DatasetList:
 def read_dataset(ref: DatasetRef, session: SessionDep, owner: OwnerDep) -> DatasetOut:
     """State (`failed` with its `reason`), classes with counts, image count, resolutions, source
     size and content hash."""
-    return dataset_out(owned(session, owner, ref))
+    ds = owned(session, owner, ref)
+    return dataset_out(ds, stored.pack_progress(session, ds))
 
 
 @router.delete(

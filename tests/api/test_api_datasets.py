@@ -4,6 +4,7 @@ pack job run in-process, jobs that name a dataset, deletion."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 from PIL import Image
@@ -85,3 +86,22 @@ def test_register_takes_objects_under_the_allowed_prefixes_only(embedded) -> Non
     assert client.get("/datasets/imported", headers=other).status_code == 404
     assert client.delete("/datasets/imported").status_code == 204
     assert (storage / "imports/set.zip").is_file()  # a registered source is not ours to delete
+
+
+def test_a_packing_dataset_says_where_it_is_and_pack_jobs_have_their_own_queue(embedded) -> None:  # noqa: ANN001
+    """#26: a pack job waited 74 minutes behind training and nothing said so."""
+    client = embedded.client
+    first = client.post("/datasets", params={"name": "one"}, content=tiny_zip({"a": 2})).json()
+    second = client.post("/datasets", params={"name": "two"}, content=tiny_zip({"b": 2})).json()
+    assert first["progress"] == "queued: waiting for a worker of the pack queue"
+    assert second["progress"] == "queued behind 1 pack job"
+    listed = {d["name"]: d["progress"] for d in client.get("/datasets").json()["items"]}
+    assert listed == {"one": first["progress"], "two": second["progress"]}
+    queues = embedded.data_dir / "broker" / "queue"
+    sent = [json.loads(m.read_text()) for m in queues.glob("*.msg")]
+    routes = {m["properties"]["delivery_info"]["routing_key"] for m in sent}
+    assert routes == {get_settings().pack_queue}  # not the training queue
+    assert pack_job(first["pack_job_id"], get_settings()) == "succeeded"
+    done = client.get("/datasets/one").json()
+    assert done["state"] == "ready" and done["progress"] is None
+    assert client.get("/datasets/two").json()["progress"].startswith("queued: waiting")
