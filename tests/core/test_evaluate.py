@@ -153,11 +153,24 @@ def test_kid_is_near_zero_against_itself_and_large_against_a_different_set(
     assert other["kid"] > 1e-2
 
 
-def test_inception_score_is_finite_and_at_least_one(noise_features, flat_features):
-    for features in (noise_features, flat_features):
-        result = calc_metrics(["is"], features)
-        assert math.isfinite(result["is"]) and result["is"] >= 1.0
-        assert math.isfinite(result["is_std"])
+def _inception_score_by_hand(logits: torch.Tensor) -> float:
+    """exp(E_x[KL(p(y|x) || p(y))]) in float64 numpy, over one split."""
+    z = logits.double().numpy()
+    log_p = z - z.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # log p(y|x)
+    p = np.exp(log_p)
+    log_marginal = np.log(p.mean(axis=0))  # log p(y)
+    return float(np.exp((p * (log_p - log_marginal)).sum(axis=1).mean()))
+
+
+def test_inception_score_is_the_closed_form_on_fixed_logits(noise_features, flat_features):
+    # Three images are one split, so the score is exactly the closed form (no shuffle, no mean).
+    spread = 4.0 * torch.randn(3, 1008, generator=torch.Generator().manual_seed(3))
+    for logits in (spread, noise_features.logits[:3], flat_features.logits[:3]):
+        result = calc_metrics(["is"], Features(pool=torch.zeros(3, 2048), logits=logits))
+        assert result["is"] == pytest.approx(_inception_score_by_hand(logits), rel=1e-9)
+        assert result["is_std"] == 0.0
+    assert _inception_score_by_hand(spread) > 2.0  # a value far from the trivial 1
 
 
 def _confident(classes: list[int], margin: float = 60.0) -> Features:
@@ -197,7 +210,8 @@ def test_evaluate_images_compares_two_image_sets(extractor):
     same = evaluate_images(noise, noise, extractor=extractor, metrics=("fid",))
     other = evaluate_images(noise, flat, extractor=extractor, metrics=("fid", "is"))
     assert abs(same["fid"]) < 1e-6
-    assert other["fid"] > 10 and other["is"] >= 1.0
+    assert other["fid"] > 10
+    assert other["is"] == calc_metrics(["is"], extractor.extract(noise, batch_size=8))["is"]
 
 
 def test_unknown_metric_is_refused(noise_features):
