@@ -18,7 +18,8 @@ from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
 from api.routes import dashboard, datasets, health, jobs, models
 from sagan_core.config import shown
 from store.checkpoints import ModelNotFound
-from store.jobs import InvalidTransition, JobNotFound
+from store.datasets import DatasetNotFound
+from store.jobs import InvalidTransition, JobNotFound, QuotaExceeded
 from store.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,14 @@ async def _model_not_found(request: Request, exc: ModelNotFound) -> JSONResponse
     return JSONResponse({"detail": f"model {exc.args[0]!r} not found"}, status_code=404)
 
 
+async def _dataset_not_found(request: Request, exc: DatasetNotFound) -> JSONResponse:
+    return JSONResponse({"detail": f"dataset {exc.args[0][:64]!r} not found"}, status_code=404)
+
+
+async def _quota_exceeded(request: Request, exc: QuotaExceeded) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=429)
+
+
 async def _invalid_transition(request: Request, exc: InvalidTransition) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
@@ -116,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(InvalidField, _invalid_field)
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(ModelNotFound, _model_not_found)
+    app.add_exception_handler(DatasetNotFound, _dataset_not_found)
+    app.add_exception_handler(QuotaExceeded, _quota_exceeded)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
     app.add_exception_handler(DataError, nul_in_stored_text)
     app.add_exception_handler(Exception, _unexpected)

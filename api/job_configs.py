@@ -40,12 +40,32 @@ def validated_train_config(
         raise InvalidField(f"config.{e.field}", e.message) from e
     except (ValueError, TypeError) as e:
         raise InvalidField("config", str(e)) from e
+    if cfg.eval_every:
+        check_can_evaluate(settings, "config.eval_every", "; or leave eval_every 0 (the variety "
+                           "and class_accuracy curves need no weights)")  # fmt: skip
     return cfg.to_dict(), cfg.steps
 
 
-def evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dict, int, str]:
+NO_WEIGHTS = (
+    "IS, FID and KID need torch-fidelity's Inception weights, and this service has none: the "
+    "operator sets SAGAN_INCEPTION_WEIGHTS (a local path or storage key of "
+    "weights-inception-2015-12-05-6726825d.pth), or SAGAN_INCEPTION_DOWNLOAD=true where workers "
+    "reach the internet"
+)
+
+
+def check_can_evaluate(settings: Settings, field: str, hint: str = "") -> None:
+    """A job that scores IS/FID/KID where no worker can get the weights is refused at submit."""
+    if not settings.can_evaluate():
+        raise InvalidField(field, NO_WEIGHTS + hint)
+
+
+def evaluate_config(
+    session: Session, owner: str, body: JobCreate, settings: Settings
+) -> tuple[dict, int, str]:
     """An evaluation's config: a snapshot of the model's checkpoint now and the reference data it
-    is scored against; the model's step, its id."""
+    is scored against; its total (the images it generates), the model's id."""
+    check_can_evaluate(settings, "kind")
     if not body.model_id:
         raise InvalidField("model_id", "required for evaluate jobs", "missing")
     model = owned_model(session, owner, body.model_id)
@@ -80,7 +100,7 @@ def evaluate_config(session: Session, owner: str, body: JobCreate) -> tuple[dict
         "dataset_id": reference.dataset_id,
         "classes": classes,
     }
-    return config, model.step, model.id
+    return config, samples, model.id  # its progress: images generated of `samples`
 
 
 # Kept from the checkpoint whatever the config says: the optimisers' state carries their learning

@@ -171,7 +171,7 @@ class WorkerSupervisor:
             code = self.proc.wait()
             if self.stopping.is_set():
                 return
-            dead = f"{socket.gethostname()}:{self.proc.pid}"  # worker.tasks.worker_name of it
+            dead = f"{socket.gethostname()}:{self.proc.pid}"  # worker.job_life.worker_name of it
             log.error(
                 "the worker (pid %d) exited with code %s; restarting it in %.0f s",
                 self.proc.pid,

@@ -7,7 +7,7 @@ from __future__ import annotations
 # How z enters G: "input" (the paper: only at the first linear) or "hierarchical" (BigGAN).
 Z_MODES = ("input", "hierarchical")
 
-# Base widths (ch) per preset and resolution; the per-block multipliers live in models.ARCH.
+# Base widths (ch) per preset and resolution; G_ARCH and D_ARCH below multiply them per block.
 # "paper" is ch=64 as in SAGAN at 128px; "tiny" is sized to train digits at 32px on a 2-core CPU.
 PRESET_CH = {
     "paper": {32: 64, 64: 64, 128: 64, 256: 64},

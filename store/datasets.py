@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.jobs import ACTIVE, QUEUED
+from store.jobs import ACTIVE, QUEUED, check_quota, create_job
 from store.models import Dataset, Job
 
 UPLOADING, PACKING, READY, FAILED = "uploading", "packing", "ready", "failed"
@@ -44,9 +44,19 @@ def name_problem(name: str) -> str | None:
 
 
 def create_dataset(
-    session: Session, owner: str, name: str, resolutions: list[int], **fields: Any
+    session: Session,
+    owner: str,
+    name: str,
+    resolutions: list[int],
+    *,
+    max_active: int | None = None,
+    **fields: Any,
 ) -> Dataset:
-    """A new row in `uploading`; IntegrityError (flush) when the owner has that name."""
+    """A new row in `uploading`; IntegrityError (flush) when the owner has that name. With
+    `max_active`, QuotaExceeded when the owner has that many active jobs: its pack job counts,
+    and an upload is refused before it starts rather than once it is stored."""
+    if max_active is not None:
+        check_quota(session, owner, max_active, "a dataset is packed by a job")
     ds = Dataset(owner=owner, name=name, state=UPLOADING, resolutions=resolutions, **fields)
     session.add(ds)
     session.flush()
@@ -84,6 +94,31 @@ def jobs_using(session: Session, ds: Dataset) -> list[Job]:
         select(Job).where(Job.owner == ds.owner, Job.state.in_(ACTIVE))
     ).scalars()
     return [j for j in active if (j.config or {}).get("dataset_id") == ds.id]
+
+
+def start_packing(session: Session, ds: Dataset, **fields: Any) -> Job:
+    """Its source is stored (`fields`: where, its size...): the dataset is `packing`, and a queued
+    pack job (returned, to be sent once committed) packs it."""
+    for name, value in fields.items():
+        setattr(ds, name, value)
+    job, _ = create_job(
+        session,
+        owner=ds.owner,
+        kind="pack",
+        config={"dataset_id": ds.id, "name": ds.name, "resolutions": list(ds.resolutions)},
+        total_steps=0,
+    )
+    ds.state, ds.pack_job_id = PACKING, job.id
+    return job
+
+
+def delete_dataset(session: Session, ds: Dataset) -> list[str]:
+    """Delete the row; the storage keys of the files that were its own (its packed files, and its
+    source when uploaded: a registered object outside `datasets/<id>/` is not), to delete next."""
+    keys = [p["key"] for p in (ds.packed or {}).values()] + [ds.source_key]
+    own_prefix = f"datasets/{ds.id}/"
+    session.delete(ds)
+    return sorted({k for k in keys if k and k.startswith(own_prefix)})
 
 
 def set_state(session: Session, dataset_id: str, state: str, **fields: Any) -> Dataset | None:

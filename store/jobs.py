@@ -182,6 +182,16 @@ def list_jobs(
     return list(rows), total
 
 
+def job_events(
+    session: Session, job_id: str, after: int | None = None, limit: int = 200
+) -> list[JobEvent]:
+    """A job's events, oldest first, those with an id above `after` (the last one seen)."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id > after)
+    return list(session.execute(query.order_by(JobEvent.id).limit(limit)).scalars())
+
+
 def get_job(session: Session, job_id: str) -> Job:
     job = session.get(Job, job_id)
     if job is None:

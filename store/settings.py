@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sagan_core.config import MAX_INT, Limits  # torch-free: the core's config module only
+from sagan_core.weights import hub_weights_path
 
 
 def _split_list(value: object) -> object:
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
         None,
         description="Local path or storage key of torch-fidelity's Inception weights "
         "(weights-inception-2015-12-05-6726825d.pth)",
+    )
+    inception_download: bool = Field(
+        False,
+        description="Let workers download the Inception weights from torch-fidelity's GitHub "
+        "release when SAGAN_INCEPTION_WEIGHTS is unset and torch hub's cache lacks them; off: "
+        "IS/FID/KID jobs need the weights configured, and the API refuses them (422) otherwise",
     )
     train_queue: str = "train"
     pack_queue: str = Field(
@@ -241,6 +248,13 @@ class Settings(BaseSettings):
         if self.gpu_pools is not None:
             return sorted(set(self.gpu_pools))
         return [self.worker_gpus or 1] if self.is_embedded_broker() else [1]
+
+    def can_evaluate(self) -> bool:
+        """Whether a worker can get the Inception weights: configured, in torch hub's cache on
+        this machine, or downloadable (SAGAN_INCEPTION_DOWNLOAD)."""
+        return bool(self.inception_weights or self.inception_download) or (
+            hub_weights_path().is_file()
+        )
 
     def queue_for(self, gpus: int = 1) -> str:
         """The Celery queue of jobs of `gpus` GPUs: train_queue for one, train_queue.gpusN."""

@@ -1,4 +1,4 @@
-"""The worker's Celery app: store.queue's app with the train and evaluate tasks registered.
+"""The worker's Celery app: store.queue's app with the train, evaluate and pack tasks registered.
 
 Run one worker process per GPU, one task at a time (`-c 1`, pool solo; pin the GPU with
 CUDA_VISIBLE_DEVICES): `sagan worker` or `celery -A worker.celery_app worker -c 1 -P solo -Q train`.
@@ -13,8 +13,9 @@ from celery import signals
 
 from store.queue import EVALUATE_TASK, PACK_TASK, TRAIN_TASK, celery_for, enqueue_job
 from store.settings import get_settings
-from worker import tasks
+from worker import job_life, tasks
 from worker.callbacks import worker_shutting_down
+from worker.datasets import pack_job
 from worker.liveness import ProcessLiveness
 
 # A worker process serves one deployment: the settings its environment gives when it starts.
@@ -31,7 +32,7 @@ def _start_beating(sender=None, **_: object) -> None:  # noqa: ANN001
         queues = ",".join(sorted(q.name for q in sender.app.amqp.queues.consume_from.values()))
     except AttributeError:  # another Celery version's sender
         queues = ""
-    _liveness = ProcessLiveness(settings, tasks.worker_name(), queues or settings.train_queue)
+    _liveness = ProcessLiveness(settings, job_life.worker_name(), queues or settings.train_queue)
     _liveness.start()
 
 
@@ -66,8 +67,6 @@ def evaluate(job_id: str) -> str | None:
 
 @app.task(name=PACK_TASK, ignore_result=True)
 def pack(job_id: str) -> str | None:
-    from worker.datasets import pack_job
-
     return None if _pass_on(job_id, "pack") else pack_job(job_id, settings)
 
 

@@ -54,7 +54,9 @@ def local_inception_weights(settings: Settings, storage: Storage) -> Path:
         log.info("Inception weights %s downloaded from storage to %s", key, cached)
         return cached
 
-    return evaluate.resolve_inception_weights(settings.inception_weights, fetch=from_storage)
+    return evaluate.resolve_inception_weights(
+        settings.inception_weights, fetch=from_storage, download=settings.inception_download
+    )
 
 
 def train_evaluator(
@@ -85,6 +87,7 @@ def evaluate_model(
     storage: Storage,
     device: str,
     job_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """IS/FID/KID (per-class FID for job_config["classes"]) of a stored model's EMA generator.
 
@@ -101,12 +104,14 @@ def evaluate_model(
         ref_cfg.dataset_id = job_config["dataset_id"]
     if ref_cfg.dataset == "stored":
         with stored_as_packed(settings, storage, job_id or "", ref_cfg) as (packed, key):
-            return _score(G, cfg, build_dataset(packed), key, job_config, weights, device, storage)
+            dataset = build_dataset(packed)
+            return _score(G, cfg, dataset, key, job_config, weights, device, storage, progress)
     key = evaluate.config_reference_key(ref_cfg)
-    return _score(G, cfg, build_dataset(ref_cfg), key, job_config, weights, device, storage)
+    dataset = build_dataset(ref_cfg)
+    return _score(G, cfg, dataset, key, job_config, weights, device, storage, progress)
 
 
-def _score(G, cfg, dataset, key, job_config, weights, device, storage) -> dict[str, float]:  # noqa: ANN001
+def _score(G, cfg, dataset, key, job_config, weights, device, storage, progress=None) -> dict:  # noqa: ANN001
     from sagan_core import evaluate
 
     n = int(job_config.get("samples") or cfg.eval_samples)
@@ -126,5 +131,6 @@ def _score(G, cfg, dataset, key, job_config, weights, device, storage) -> dict[s
             cache=StorageStatsCache(storage),
             reference_labels=labels,
             classes=classes,
+            progress=progress,
         )
     )

@@ -203,18 +203,23 @@ def evaluate_job(job_id: str, settings: Settings) -> str | None:
     storage = storage_from_settings(settings)
     run_dir = job_life.run_dir(settings, job_id)
     try:
-        with JobLiveness(settings, job_id, worker):
+        with JobLiveness(settings, job_id, worker) as liveness:
             config = row["config"]  # the API snapshots the model's checkpoint into it
             key, step = config["checkpoint_key"], config["model_step"]
             checkpoint = run_dir / "model.pt"
             storage.download(key, checkpoint)
+
+            def progress(done: int) -> None:  # images generated: the next beat shows them
+                liveness.step = done
+
+            device = job_device(settings)
             results = evaluate_model(
-                checkpoint, config, settings, storage, job_device(settings), job_id=job_id
+                checkpoint, config, settings, storage, device, job_id=job_id, progress=progress
             )
 
-            def record(session) -> None:  # noqa: ANN001
+            def record(session) -> None:  # noqa: ANN001  (the scores at the model's step)
                 write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])
-                jobs.heartbeat(session, job_id, worker, step=step)
+                jobs.heartbeat(session, job_id, worker, step=liveness.step)
 
             job_life.in_transaction(settings, f"job {job_id}: metrics", record)
     except Exception as e:

@@ -15,15 +15,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from api.deps import OwnerDep, ServicesDep, SessionDep
+from api.deps import OwnerDep, Services, ServicesDep, SessionDep
 from api.errors import PROTECTED_RESPONSES, InvalidField, Responses, error
 from api.schemas import ClassCount, DatasetList, DatasetOut, DatasetRegister, PackedOut
+from sagan_core.archive import HEAD_BYTES, detect_format
+from sagan_core.config import RESOLUTIONS
 from store import datasets as stored
-from store import jobs as job_states
 from store import queue
 from store.models import Dataset
 
@@ -66,18 +66,8 @@ def dataset_out(ds: Dataset, progress: str | None = None) -> DatasetOut:
     )
 
 
-def owned(session: Session, owner: str, ref: str) -> Dataset:
-    try:
-        return stored.owned_dataset(session, owner, ref)
-    except stored.DatasetNotFound:
-        raise HTTPException(404, f"dataset {ref[:64]!r} not found") from None
-
-
-def _check_request(
-    services: Any, owner: str, name: str, resolutions: list[int], field: str
-) -> list[int]:
-    from sagan_core.config import RESOLUTIONS
-
+def _check_request(services: Services, name: str, resolutions: list[int], field: str) -> list[int]:
+    """The name, and the resolutions sorted without repeats; a bad one is a 422 naming `field`."""
     if problem := stored.name_problem(name):
         raise InvalidField("name", problem)
     resolutions = sorted(set(resolutions))
@@ -92,47 +82,34 @@ def _check_request(
     return resolutions
 
 
-def _new_row(services: Any, owner: str, name: str, resolutions: list[int], **fields: Any) -> str:
-    """Check quota and name, insert the `uploading` row; its id."""
+def _new_row(services: Services, owner: str, name: str, resolutions: list[int]) -> str:
+    """Insert the `uploading` row (within the caller's quota, its name unused); its id."""
     with services.sessionmaker() as session:
-        try:  # the pack job counts
-            job_states.check_quota(
-                session, owner, services.settings.max_active_jobs, "a dataset is packed by a job"
-            )
-        except job_states.QuotaExceeded as e:
-            raise HTTPException(429, str(e)) from e
         try:
-            ds = stored.create_dataset(session, owner, name, resolutions, **fields)
+            most = services.settings.max_active_jobs
+            ds = stored.create_dataset(session, owner, name, resolutions, max_active=most)
             session.commit()
         except IntegrityError:
             raise HTTPException(409, f"you already have a dataset named {name!r}") from None
         return ds.id
 
 
-def _drop_row(services: Any, dataset_id: str) -> None:
+def _drop_row(services: Services, dataset_id: str) -> None:
+    """The upload failed (its parts aborted, nothing of it stored): its row goes too."""
     with services.sessionmaker() as session:
         ds = session.get(Dataset, dataset_id)
         if ds is not None:
-            session.delete(ds)
+            stored.delete_dataset(session, ds)
             session.commit()
 
 
-def _start_packing(services: Any, dataset_id: str, owner: str, **fields: Any) -> DatasetOut:
-    """The source is stored: `packing`, and a pack job to do it."""
+def _start_packing(services: Services, dataset_id: str, **fields: Any) -> DatasetOut:
+    """The source is stored: `packing`, and its pack job sent."""
     with services.sessionmaker() as session:
         ds = session.get(Dataset, dataset_id)
         if ds is None:  # deleted while it uploaded
             raise HTTPException(409, "the dataset was deleted while it uploaded")
-        for name, value in fields.items():
-            setattr(ds, name, value)
-        job, _ = job_states.create_job(
-            session,
-            owner=owner,
-            kind="pack",
-            config={"dataset_id": ds.id, "name": ds.name, "resolutions": list(ds.resolutions)},
-            total_steps=0,
-        )
-        ds.state, ds.pack_job_id = stored.PACKING, job.id
+        job = stored.start_packing(session, ds, **fields)
         session.commit()
         queue.send_job(session, services.settings, job)
         return dataset_out(ds, stored.pack_progress(session, ds))
@@ -173,10 +150,8 @@ async def upload_dataset(
     """The body is the file itself (any Content-Type), streamed to object storage; `201` with
     the dataset in `packing` and its `pack_job_id`. Follow the pack job (`GET /jobs/<id>`) or
     the dataset until it is `ready` (or `failed`, with the `reason`)."""
-    from sagan_core.archive import HEAD_BYTES, detect_format
-
     settings = services.settings
-    resolutions = _check_request(services, owner, name, resolution or [], "resolution")
+    resolutions = _check_request(services, name, resolution or [], "resolution")
     dataset_id = await run_in_threadpool(_new_row, services, owner, name, resolutions)
     storage = services.storage
     part_bytes, limit = settings.dataset_part_bytes, settings.max_dataset_bytes
@@ -200,7 +175,7 @@ async def upload_dataset(
             sha.update(chunk)
             buf += chunk
             if upload is None and len(buf) >= HEAD_BYTES:
-                fmt = _format_of(bytes(buf[:HEAD_BYTES]), detect_format)
+                fmt = _format_of(bytes(buf[:HEAD_BYTES]))
                 key = stored.source_key(dataset_id, fmt)
                 upload = await run_in_threadpool(storage.upload, key)
             if upload is not None and len(buf) >= part_bytes:
@@ -208,7 +183,7 @@ async def upload_dataset(
         if size == 0:
             raise HTTPException(400, "empty body: send the archive or packed file as the body")
         if upload is None:  # shorter than HEAD_BYTES
-            fmt = _format_of(bytes(buf), detect_format)
+            fmt = _format_of(bytes(buf))
             upload = await run_in_threadpool(storage.upload, stored.source_key(dataset_id, fmt))
         await flush(final=True)
         await run_in_threadpool(upload.complete)
@@ -226,7 +201,6 @@ async def upload_dataset(
         _start_packing,
         services,
         dataset_id,
-        owner,
         source_format=fmt,
         source_key=stored.source_key(dataset_id, fmt),
         size_bytes=size,
@@ -236,8 +210,8 @@ async def upload_dataset(
     return out
 
 
-def _format_of(head: bytes, detect: Any) -> str:
-    fmt = detect(head)
+def _format_of(head: bytes) -> str:
+    fmt = detect_format(head)
     if fmt is None:
         raise HTTPException(
             415,
@@ -264,7 +238,7 @@ def register_dataset(
     """An archive or packed file someone put in object storage (e.g. with `aws s3 cp`) under one
     of SAGAN_DATASET_IMPORT_PREFIXES; packed by a pack job as an upload is. The object is
     left where it is (deleting the dataset does not delete it)."""
-    resolutions = _check_request(services, owner, body.name, body.resolutions, "resolutions")
+    resolutions = _check_request(services, body.name, body.resolutions, "resolutions")
     key = body.key.lstrip("/")
     prefixes = services.settings.dataset_import_prefixes
     bad = ".." in key.split("/") or "\x00" in key
@@ -276,7 +250,7 @@ def register_dataset(
     if size is None:
         raise HTTPException(404, f"no object at {key[:200]!r}")
     dataset_id = _new_row(services, owner, body.name, resolutions)
-    out = _start_packing(services, dataset_id, owner, source_key=key, size_bytes=size)
+    out = _start_packing(services, dataset_id, source_key=key, size_bytes=size)
     response.headers["Location"] = f"/datasets/{out.id}"
     return out
 
@@ -295,7 +269,7 @@ def list_datasets(session: SessionDep, owner: OwnerDep) -> DatasetList:
 def read_dataset(ref: DatasetRef, session: SessionDep, owner: OwnerDep) -> DatasetOut:
     """State (`failed` with its `reason`), classes with counts, image count, resolutions, source
     size and content hash."""
-    ds = owned(session, owner, ref)
+    ds = stored.owned_dataset(session, owner, ref)
     return dataset_out(ds, stored.pack_progress(session, ds))
 
 
@@ -310,18 +284,16 @@ def delete_dataset(
 ) -> Response:
     """Refused (`409`, naming the jobs) while a queued or running job uses it, its pack job
     included; a registered source object outside `datasets/` stays in the bucket."""
-    ds = owned(session, owner, ref)
+    ds = stored.owned_dataset(session, owner, ref)
     using = stored.jobs_using(session, ds)
     if using:
         ids = ", ".join(j.id for j in using[:5])
         raise HTTPException(409, f"dataset {ds.name!r} is used by active jobs: {ids}")
-    keys = [p["key"] for p in (ds.packed or {}).values()] + [ds.source_key]
-    own_prefix = f"datasets/{ds.id}/"
-    session.delete(ds)
+    dataset_id, keys = ds.id, stored.delete_dataset(session, ds)
     session.commit()
-    for key in {k for k in keys if k and k.startswith(own_prefix)}:
+    for key in keys:
         try:
             services.storage.delete(key)
         except Exception:  # the row is gone; an orphan object is only space
-            log.warning("dataset %s: could not delete %s", ds.id, key, exc_info=True)
+            log.warning("dataset %s: could not delete %s", dataset_id, key, exc_info=True)
     return Response(status_code=204)

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
 
 from api import job_configs
 from api.deps import (
@@ -39,7 +38,7 @@ from store import queue
 from store.checkpoints import job_models, models_of_jobs, newest_checkpoint
 from store.metrics import metric_names as stored_metric_names
 from store.metrics import read_metrics
-from store.models import Job, JobEvent, Model
+from store.models import Job, Model
 from store.sample_grids import sample_grid_key, sample_grid_steps
 
 log = logging.getLogger(__name__)
@@ -139,21 +138,20 @@ def create_job(
             raise InvalidField(
                 "config", "not used by evaluate jobs; give model_id, samples, dataset, classes"
             )
-        config, total_steps, model_id = job_configs.evaluate_config(session, owner, body)
-
-    try:
-        job, created = job_states.create_job(
-            session,
-            owner=owner,
-            kind=body.kind,
-            config=config,
-            total_steps=total_steps,
-            model_id=model_id,
-            idempotency_key=idempotency_key or None,
-            max_active=services.settings.max_active_jobs,
+        config, total_steps, model_id = job_configs.evaluate_config(
+            session, owner, body, services.settings
         )
-    except job_states.QuotaExceeded as e:
-        raise HTTPException(429, str(e)) from e
+
+    job, created = job_states.create_job(
+        session,
+        owner=owner,
+        kind=body.kind,
+        config=config,
+        total_steps=total_steps,
+        model_id=model_id,
+        idempotency_key=idempotency_key or None,
+        max_active=services.settings.max_active_jobs,
+    )
     if not created and (job.kind, job.config, job.model_id) != (body.kind, config, model_id):
         raise HTTPException(
             409,
@@ -270,17 +268,14 @@ def continue_job(
         )
     settings = services.settings
     config, total_steps = job_configs.continued_config(job.config, body, ckpt.step, settings)
-    try:
-        new, _ = job_states.create_job(
-            session,
-            owner=owner,
-            kind="train",
-            config=config,
-            total_steps=total_steps,
-            max_active=services.settings.max_active_jobs,
-        )
-    except job_states.QuotaExceeded as e:
-        raise HTTPException(429, str(e)) from e
+    new, _ = job_states.create_job(
+        session,
+        owner=owner,
+        kind="train",
+        config=config,
+        total_steps=total_steps,
+        max_active=settings.max_active_jobs,
+    )
     new.continued_from, new.continued_from_step, new.step = job.id, ckpt.step, ckpt.step
     job_states.add_event(
         session, new.id, "info", f"continues job {job.id} from its checkpoint at step {ckpt.step}"
@@ -310,10 +305,7 @@ def list_events(
     """State changes and notes (retries, resumes, the broker being away), oldest first; poll
     with `after` set to the last id seen."""
     job_states.owned_job(session, owner, job_id)
-    query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after is not None:
-        query = query.where(JobEvent.id > after)
-    rows = session.execute(query.order_by(JobEvent.id).limit(limit)).scalars()
+    rows = job_states.job_events(session, job_id, after, limit)
     return [EventOut.model_validate(e, from_attributes=True) for e in rows]
 
 

@@ -28,7 +28,7 @@ import torch
 from ..checkpoint import load_generator
 from ..config import TrainConfig, parse_assignments
 from ..data import build_dataset
-from ..sample import grid_png, sample
+from ..sample import eval_mode, grid_png, sample
 from ..trainer import Trainer, TrainerCallbacks
 from ..variety import VarietyJudge
 
@@ -99,12 +99,10 @@ def z_share(G: torch.nn.Module, num_classes: int, per_class: int = 32, seed: int
         m.register_forward_hook(lambda m, a, out, name=name: outputs.__setitem__(name, out))
         for name, m in named
     ]
-    was_training = G.training
-    G.eval()
     try:
-        outputs["image"] = G(z.to(device), y.to(device))
+        with eval_mode(G):
+            outputs["image"] = G(z.to(device), y.to(device))
     finally:
-        G.train(was_training)
         for h in hooks:
             h.remove()
     shares = {}

@@ -13,9 +13,12 @@ generator is wrapped here rather than through torch-fidelity's conditional sampl
 
 The rooms: ``inception`` (the network, its weights, features), ``reference`` (real-image
 statistics and their cache), ``scores`` (FID, IS, KID by name), ``generator`` (a generator's
-samples scored, and the evaluators the trainer calls).
+samples scored, and the evaluators the trainer calls). The sample counts are named once, in the
+torch-free ``sagan_core.config`` (so a config and the API read them without torch): ``EVAL_SAMPLES``
+for an evaluation, ``TRAINING_EVAL_SAMPLES`` for the trainer's periodic one.
 """
 
+from ..config import EVAL_SAMPLES, TRAINING_EVAL_SAMPLES
 from .errors import EvaluationError
 from .generator import (
     EvaluationResult,
@@ -50,6 +53,7 @@ from .reference import (
 from .scores import available_metrics, calc_metrics, frechet_distance, register_metric
 
 __all__ = [
+    "EVAL_SAMPLES",
     "INCEPTION_NAME",
     "INCEPTION_WEIGHTS_FILE",
     "INCEPTION_WEIGHTS_URL",
@@ -62,6 +66,7 @@ __all__ = [
     "MemoryStatsCache",
     "ReferenceStats",
     "StatsCache",
+    "TRAINING_EVAL_SAMPLES",
     "available_metrics",
     "calc_metrics",
     "config_reference_key",

@@ -121,8 +121,10 @@ def evaluate_generator(
     reference_labels: torch.Tensor | None = None,
     classes: Sequence[int] | None = None,
     class_samples: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> EvaluationResult:
-    """IS/FID/KID of G's samples (classes uniform) against reference images.
+    """IS/FID/KID of G's samples (classes uniform) against reference images; `progress(done)`
+    hears how many of the `n_samples` images are generated.
 
     With ``classes``, also ``fid_class_<k>`` for each (G sampled at class k against the reference
     images labelled k; ``class_samples`` images each, default as many as the reference has) and
@@ -143,10 +145,8 @@ def evaluate_generator(
         classes=classes,
         batch_size=batch_size,
     )
-    fake = extractor.extract(
-        generate_images(G, n_samples, batch_size=batch_size, seed=seed, device=gen_device),
-        batch_size,
-    )
+    batches = generate_images(G, n_samples, batch_size=batch_size, seed=seed, device=gen_device)
+    fake = extractor.extract(_counted(batches, progress), batch_size)
     out = calc_metrics(metrics, fake, reference, seed)
     for k in classes:
         n = class_samples or per_class[k].count
@@ -160,6 +160,17 @@ def evaluate_generator(
     if classes:
         out["intra_fid"] = float(np.mean([out[f"fid_class_{k}"] for k in classes]))
     return EvaluationResult(out, hit)
+
+
+def _counted(
+    batches: Iterator[torch.Tensor], progress: Callable[[int], None] | None
+) -> Iterator[torch.Tensor]:
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch)
+        if progress is not None:
+            progress(done)
 
 
 def make_evaluator(

@@ -14,13 +14,10 @@ from pathlib import Path
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+from ..weights import INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL
 from .errors import EvaluationError
 
 INCEPTION_NAME = "inception-v3-compat"
-INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_WEIGHTS_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
-)
 INCEPTION_WEIGHTS_SHA256_PREFIX = "6726825d"
 WEIGHTS_ENV = "SAGAN_INCEPTION_WEIGHTS"
 POOL_FEATURE, LOGITS_FEATURE = "2048", "logits_unbiased"  # torch-fidelity's for FID/KID, IS
@@ -37,7 +34,7 @@ def _missing_weights_message(reason: str) -> str:
 
 
 def _hub_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE  # (hub_weights_path)
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:

@@ -11,6 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 
+@pytest.fixture(autouse=True)
+def _evaluations_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API refuses IS/FID jobs where workers cannot get Inception weights (#26); most API
+    tests are about other things, so they run as an operator who allowed the download
+    (test_api_evaluation_weights.py holds the refusal). No worker runs here: nothing downloads."""
+    monkeypatch.setenv("SAGAN_INCEPTION_DOWNLOAD", "true")
+
+
 @dataclass
 class Service:
     mode: str  # embedded | distributed

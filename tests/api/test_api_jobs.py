@@ -251,7 +251,8 @@ def test_evaluate_job_is_validated_against_the_callers_model(service, make_model
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["kind"] == "evaluate" and job["model_id"] == model_id
-    assert job["total_steps"] == 2 and job["config"]["samples"] == 1000  # the model's step
+    assert job["total_steps"] == 1000 == job["config"]["samples"]  # progress: images generated
+    assert job["config"]["model_step"] == 2  # the scores land at the model's step
     assert job["config"]["checkpoint_key"] == made["key"] and job["config"]["classes"] == [3]
     assert job["config"]["dataset"] == "digits"
     assert service.queued_messages() == 1

@@ -211,7 +211,8 @@ def test_evaluate_images_compares_two_image_sets(extractor):
     other = evaluate_images(noise, flat, extractor=extractor, metrics=("fid", "is"))
     assert abs(same["fid"]) < 1e-6
     assert other["fid"] > 10
-    assert other["is"] == calc_metrics(["is"], extractor.extract(noise, batch_size=8))["is"]
+    alone = calc_metrics(["is"], extractor.extract(noise, 64))  # the fake set's own score
+    assert other["is"] == pytest.approx(alone["is"], rel=1e-6)
 
 
 def test_unknown_metric_is_refused(noise_features):
