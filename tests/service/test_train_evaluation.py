@@ -110,6 +110,8 @@ def test_evaluation_job_writes_its_metrics_and_reuses_cached_statistics(service)
         f"/jobs/{eval_id}"
     ).json()["error"]
 
+    evaluated = client.get(f"/jobs/{eval_id}").json()
+    assert (evaluated["step"], evaluated["total_steps"]) == (100, 100)  # images generated
     series = client.get(f"/jobs/{eval_id}/metrics").json()["series"]
     assert {"is", "fid", "kid"} <= set(series)
     assert [step for step, _ in series["fid"]] == [4]  # recorded at the model's step
