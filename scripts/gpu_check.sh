@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one prepared run (issues #11, #14, #15): for a lent device,
+# The checks that need a GPU, in one prepared run (issues #11, #14, #15, #26): for a lent device,
 # where only PyTorch and common ML packages are installed (sagan_core needs nothing else).
 #
 #   scripts/gpu_check.sh                      # tests bench eval (not yet timed on a GPU)
-#   scripts/gpu_check.sh tests quality ddp    # any of: tests bench eval quality ddp
+#   scripts/gpu_check.sh tests quality ddp    # any of: tests bench eval quality ddp worker
 #   STEPS=10 SIZES=32x64 scripts/gpu_check.sh bench
 #
 # Everything printed is also written under $OUT (or ./gpu-check): the tables go in the closing
@@ -47,9 +47,12 @@ from random_inception import save_random_inception; save_random_inception(Path('
     quality) # the paper preset on digits must not collapse (#11): 10,000 steps
         $python -m sagan_core.bench quality --set preset=paper --set device=cuda \
             --grid "$out/paper.png" 2>&1 | tee "$out/quality.md" ;;
+    worker) # a few fast-path steps through the worker's entry point (#26); needs the service's
+        # packages: carry their wheels in .whl (pip download -d .whl -r <(pip freeze))
+        $python scripts/gpu_worker_step.py 2>&1 | tee "$out/worker.txt" ;;
     ddp) # DDP overhead on 1 GPU and scaling over every visible GPU (#15)
         $python -m sagan_core.bench ddp 2>&1 | tee "$out/bench_ddp.md" ;;
-    *) echo "unknown stage $stage (tests bench eval quality ddp)" >&2; status=2; continue ;;
+    *) echo "unknown stage $stage (tests bench eval quality ddp worker)" >&2; status=2; continue ;;
     esac
     rc=$?
     [ $rc -ne 0 ] && { echo "=== $stage failed: rc $rc"; status=1; }
