@@ -58,6 +58,8 @@ ALONE = (
     "tests/core/test_quality.py",
     "tests/core/test_fast_path.py",
     "tests/core/test_distributed.py",  # two CPU processes per run (#15)
+    # a `sagan up` of its own (SQLite, its own port and data dir; no shared Redis or moto)
+    "tests/service/test_readme_walkthrough.py",
 )
 
 
