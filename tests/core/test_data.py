@@ -68,3 +68,16 @@ def test_batch_sampler_returns_floats_in_range_and_is_seeded():
     assert y.min() >= 0
     other = BatchSampler(ds, 8, torch.device("cpu"), torch.Generator().manual_seed(2)).next()
     assert not torch.equal(other[0], x)  # the seed, not a fixed order, decides the batch
+
+
+def test_color_shapes_is_a_colour_data_set_drawn_the_same_every_time():
+    a = build_dataset(TrainConfig(dataset="color_shapes", resolution=32))
+    b = build_dataset(TrainConfig(dataset="color_shapes", resolution=32, seed=9))
+    assert a.images.shape == (1200, 3, 32, 32) and a.images.dtype == torch.uint8
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)  # not the run's seed
+    assert a.class_names[:2] == ["red disc", "red square"] and a.num_classes == 6
+    assert a.labels.bincount().tolist() == [200] * 6
+    colour = a.images.float().std(dim=1).mean()  # channels differ: not grey digits
+    assert colour > 10
+    same = a.images[a.labels == 0]
+    assert not torch.equal(same[0], same[1])  # each image its own size, place and background
