@@ -2,7 +2,7 @@
 
 What a stored dataset's pack job runs: `detect_format` tells an archive from anything else by its
 first bytes; `pack_source` validates every image (decodable, RGB or convertible to it, at least
-one class) and writes one packed file (sagan_core.data's format, read as a memmap) per resolution,
+one class) and writes one packed file (sagan_core.packed's format, read as a memmap) per resolution,
 streaming: one image in memory at a time, whatever the archive's size. Importing it costs only
 the standard library (the API detects formats with it); numpy, PIL and torch come when packing.
 """
@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from .errors import DatasetError
 from .packed import MAGIC, PackedFormatError, PackedWriter, read_header
+from .packed import read as read_packed
 
 FORMATS = ("zip", "tar", "tar.gz", "packed")
 # Bytes `detect_format` needs to see (a tar header's "ustar" magic sits at offset 257).
@@ -192,16 +193,15 @@ def _repack(
     import numpy as np
     from PIL import Image
 
-    header, offset = read_packed_header(source)
+    try:
+        header, labels, images = read_packed(source)
+    except PackedFormatError as e:
+        raise _error(str(e)) from e
     r0, count, classes = header["resolution"], header["count"], list(header["class_names"])
     if count == 0 or not classes:
         raise _error("the packed file holds no images; at least one class is needed")
-    labels = np.fromfile(source, dtype="<i8", count=count, offset=offset)
     if labels.min() < 0 or labels.max() >= len(classes):
         raise _error("packed file labels are out of range of its class names: corrupt")
-    images = np.memmap(
-        source, dtype=np.uint8, mode="r", offset=offset + 8 * count, shape=(count, 3, r0, r0)
-    )
     others = [r for r in resolutions if r != r0]
     writers = {r: PackedWriter(out_dir / f"r{r}.pack", r, classes, labels.tolist()) for r in others}
     try:

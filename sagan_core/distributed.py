@@ -19,11 +19,13 @@ data sets or the trainer).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 # A step's collectives must finish within this (a rank that vanished mid-step on NCCL is only
 # noticed by the timeout); the control group waits longer: rank 0 evaluates, samples and
@@ -170,10 +172,6 @@ def sync_batch_norms(module: nn.Module) -> nn.Module:
 
 def no_buffer_sync() -> dict[str, bool]:
     """DDP's option not to broadcast buffers at every forward (renamed in torch 2.14)."""
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     names = inspect.signature(DDP.__init__).parameters
     return (
         {"forward_sync_buffers": False}

@@ -68,7 +68,7 @@ class Trainer:
         config.validate(limits)
         cfg = self.config = config.resolved()
         # One of several processes (sagan_core.distributed): this rank's place, or None alone
-        # (a world of one still runs the DDP path: what bench_ddp compares with the plain one).
+        # (a world of one still runs the DDP path: what `bench ddp` compares with the plain one).
         self.ranks = ranks
         self.is_main = self.ranks is None or self.ranks.is_main
         self.run_dir = Path(run_dir)

@@ -30,6 +30,17 @@ def test_training_benchmark_reports_every_path_against_plain(capsys):
     # Judged against bf16's tolerance (at batch 4 G's gradient can be ~6% off: it may fail).
     errors = [float(e) for e in bf16[7:10]]
     assert bf16[11] == ("HOLDS (< 0.05)" if max(errors) < 0.05 else "FAILS (< 0.05)")
+    # The figures agree, within the table's rounding (images/s to 0.1, it/s and GFLOP to 0.01,
+    # TFLOP/s to 0.001): images/s = it/s x batch, TFLOP/s = GFLOP per image x images/s.
+    for row in (plain, bf16):
+        images_per_s, iters_per_s = float(row[1].replace(",", "")), float(row[2])
+        gflop, tflops = float(row[4]), float(row[5])
+        assert abs(images_per_s - 4 * iters_per_s) <= 0.05 + 4 * 0.005 + 1e-9
+        slack = 0.0005 + (0.005 * images_per_s + 0.05 * gflop) / 1e3 + 1e-9
+        assert abs(tflops - gflop * images_per_s / 1e3) <= slack
+    # "vs plain" is the ratio of the images/s (printed to 0.1: bounds from the rounding)
+    b, p = float(bf16[1].replace(",", "")), float(plain[1].replace(",", ""))
+    assert (b - 0.05) / (p + 0.05) - 0.005 <= float(bf16[6][1:]) <= (b + 0.05) / (p - 0.05) + 0.005
 
 
 def _result(name: str, g_scale: float = 1.0, d_loss: float = 1.0) -> PathResult:
