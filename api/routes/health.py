@@ -48,10 +48,12 @@ def _check_worker(services: Services) -> None:
     window = min(settings.stale_after_seconds, 3 * settings.heartbeat_seconds)
     with services.sessionmaker() as session:
         alive = live_workers(session, timedelta(seconds=window))
-    if not alive:
+    # A worker of the pack queue alone (sagan up runs one beside the training worker) trains no job.
+    training = [w for w in alive if settings.train_queue in (w.queue or "").split(",")]
+    if not training:
         raise RuntimeError(
-            f"no worker has reported in the last {window:.0f} s; "
-            "jobs wait in the queue until one runs"
+            f"no worker of the {settings.train_queue!r} queue has reported in the last "
+            f"{window:.0f} s; jobs wait in the queue until one runs"
         )
 
 

@@ -114,3 +114,23 @@ def test_unexpected_errors_are_json_with_a_detail(embedded, monkeypatch):
     r = client.post("/jobs", json={"kind": "train", "config": {"steps": 3}})
     assert r.status_code == 500
     assert r.json() == {"detail": "internal error (RuntimeError): disk on fire"}
+
+
+def test_readiness_needs_a_training_worker_not_only_the_pack_worker(embedded_env):
+    """`sagan up` runs a pack worker beside the training one (#26): with the training worker dead
+    the service is not ready, whatever the pack worker says."""
+    from store.db import session_scope
+    from store.migrate import upgrade
+    from store.settings import get_settings
+    from store.workers import beat_worker
+
+    settings = get_settings().model_copy(update={"ready_requires_worker": True})
+    upgrade(settings.resolved_database_url())
+    client = TestClient(create_app(settings))
+    with session_scope(settings) as session:
+        beat_worker(session, "host:1", settings.pack_queue)
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "no worker of the 'train' queue" in r.json()["detail"]
+    with session_scope(settings) as session:
+        beat_worker(session, "host:2", f"{settings.pack_queue},{settings.train_queue}")
+    assert client.get("/readyz").status_code == 200
