@@ -255,7 +255,7 @@ def up(
     )  # never behind training
     _, stop_reaper = start_reaper_thread(settings, reap_every)
     log.info(
-        "workers: pid %d (training), pid %d (packing datasets); data in %s; API on http://%s:%d",
+        "worker pid %d (training; pack worker pid %d); data in %s; API on http://%s:%d",
         supervisor.proc.pid,
         packer.proc.pid,
         root,
