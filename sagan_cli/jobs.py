@@ -28,6 +28,7 @@ jobs_app = typer.Typer(
     no_args_is_help=True,
 )
 
+WATCH_AND_JSON = "--json and --watch do not mix: `sagan jobs show ID --json` afterwards"
 JOB_BODY_KEYS = ("kind", "config", "model_id")  # a file with one of these is a whole job body
 EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -279,7 +280,7 @@ def jobs_create(
 ) -> None:
     """Start a job and print its id. `sagan jobs create --set steps=2000 --watch`."""
     if watch and json_:
-        raise ClientError("--json and --watch do not mix: `sagan jobs show ID --json` afterwards")
+        raise ClientError(WATCH_AND_JSON)
     file_data = load_job_file(config) if config else None
     with connect() as api:
         body = build_job_body(file_data, set_ or [], kind, model)
@@ -294,14 +295,15 @@ def jobs_create(
         echo(job["id"])
         again = " (the job this Idempotency-Key made before)" if response.status_code == 200 else ""
         echo(f"created {job['kind']} job {fmt.short(job['id'])}{again}, {job['state']}", err=True)
-        if not watch:
-            echo(f"  follow it: sagan jobs watch {fmt.short(job['id'])}", err=True)
-            return
-        code = JobWatcher(api, job["id"], interval).run()
-    raise typer.Exit(code)
+        follow_new_job(api, job["id"], watch, interval)
 
 
-# jobs watch
+def follow_new_job(api: Api, job_id: str, watch: bool, interval: float) -> None:
+    """After a job was made: follow it to its end (exiting with its outcome), or say how to."""
+    if not watch:
+        echo(f"  follow it: sagan jobs watch {fmt.short(job_id)}", err=True)
+        return
+    raise typer.Exit(JobWatcher(api, job_id, interval).run())
 
 
 @jobs_app.command("watch")
@@ -366,7 +368,7 @@ def jobs_continue(
     """Start a new train job from a job's newest checkpoint, with more steps:
     `sagan jobs continue 3f2c --steps 4000 --watch`. Prints the new job's id."""
     if watch and json_:
-        raise ClientError("--json and --watch do not mix: `sagan jobs show ID --json` afterwards")
+        raise ClientError(WATCH_AND_JSON)
     body: dict[str, Any] = {"steps": steps}
     if set_:
         body["config"] = parse_sets(set_)
@@ -382,11 +384,7 @@ def jobs_continue(
             f"{fmt.short(old)} from step {job.get('continued_from_step')} to {steps}",
             err=True,
         )
-        if not watch:
-            echo(f"  follow it: sagan jobs watch {fmt.short(job['id'])}", err=True)
-            return
-        code = JobWatcher(api, job["id"], interval).run()
-    raise typer.Exit(code)
+        follow_new_job(api, job["id"], watch, interval)
 
 
 @jobs_app.command("events")

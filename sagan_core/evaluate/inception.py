@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from ..weights import INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL
+from ..weights import INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, hub_weights_path
 from .errors import EvaluationError
 
 INCEPTION_NAME = "inception-v3-compat"
@@ -34,7 +34,7 @@ def _missing_weights_message(reason: str) -> str:
 
 
 def _hub_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE  # (hub_weights_path)
+    return hub_weights_path()  # the rule the API checks too, so both look in one place
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:
