@@ -21,9 +21,10 @@ from sagan_core.config import (  # stdlib only: no torch here
     shown,
 )
 from sagan_core.data_roots import check_data_location
+from sagan_core.recipe import BUILTIN_IMAGES, choose_preset, fill_augmentation
 from store import datasets as stored
 from store.checkpoints import owned_model
-from store.models import Job
+from store.models import Dataset, Job
 from store.settings import Settings
 
 
@@ -212,3 +213,36 @@ def resolve_train_config(session: Session, owner: str, config: dict[str, Any]) -
             f"dataset {ref!r} has {fields['num_classes']} classes (got {given})",
         )
     return {**config, **fields}
+
+
+def images_of(session: Session, config: dict[str, Any]) -> int | None:
+    """The image count of a config's data set where it is known at submit: a built-in one's, a
+    stored one's (its row); None for a folder or packed file not yet read."""
+    name = config.get("dataset", "digits")
+    if name == "stored":
+        ds = session.get(Dataset, config.get("dataset_id") or "")
+        return ds.image_count if ds is not None and ds.image_count else None
+    return BUILTIN_IMAGES.get(name) if isinstance(name, str) else None
+
+
+def choose_defaults(
+    session: Session, config: dict[str, Any], settings: Settings
+) -> tuple[dict[str, Any], str | None]:
+    """The config with what it left to the service chosen (sagan_core.recipe): the preset from
+    the workers that will run it and the data set's size, augmentation from the size; and a line
+    saying what was chosen and why (None: the caller chose everything). A config that does not
+    parse is returned as it is: validation names its bad field."""
+    try:
+        cfg = TrainConfig.from_dict(config)
+    except (ValueError, TypeError):
+        return config, None
+    images = images_of(session, config)
+    said = []
+    if cfg.preset is None:
+        choice = choose_preset(settings.has_gpus(cfg.gpus), images, cfg.resolution)
+        cfg.preset = choice.preset
+        said.append(f"preset {choice.preset}: {choice.reason}")
+    if images is not None and (line := fill_augmentation(cfg, images)):
+        said.append(line)  # unknown size: the worker decides when it has read the data
+    chosen = {k: getattr(cfg, k) for k in ("preset", "diff_augment", "ada_target")}
+    return {**config, **chosen}, "; ".join(said) or None

@@ -115,6 +115,25 @@ class JobOut(BaseModel):
     continued_from_step: int | None = Field(
         None, description="train: the step of that checkpoint; this job's metrics begin after it"
     )
+    defaults_note: str | None = Field(
+        None,
+        description="train: what the service chose for the fields the config left out, and why "
+        "(`preset tiny: CPU workers, 1,200 images at 32 px; augmentation ... with ADA`)",
+    )
+    warning: str | None = Field(
+        None,
+        description="train: the latest `not learning` warning (a class collapsed onto one image, "
+        "samples ignoring their class), also in the job's events; null while none",
+    )
+
+
+class DefaultsOut(BaseModel):
+    """What a training job that leaves these fields out would get, and why."""
+
+    preset: str
+    diff_augment: str | None = Field(description="null: decided by the worker (size unknown)")
+    ada_target: float | None
+    note: str | None = Field(description="the line the job will carry as `defaults_note`")
 
 
 class JobContinue(BaseModel):
@@ -181,11 +200,26 @@ class SampleGridList(BaseModel):
     items: list[SampleGridOut] = Field(description="every stored grid, in step order")
 
 
+class ProtocolOut(BaseModel):
+    step: int
+    protocol: dict[str, Any] = Field(
+        description="how the scores of this step were measured: `metrics`, `feature_extractor` "
+        "and `weights_sha256`, `generated` (images), `generator` (G_ema), `truncation`, `seed`, "
+        "`resolution` and `resizer`, `reference` (dataset, its key or content hash, split, "
+        "count), and for intra-FID its classes"
+    )
+
+
 class MetricsOut(BaseModel):
     job_id: str
     series: dict[str, list[tuple[int, float | None]]] = Field(
         description="per metric name, [step, value] pairs in step order; a value that is not a "
         "finite number (NaN, infinity) is null"
+    )
+    protocols: list[ProtocolOut] = Field(
+        default_factory=list,
+        description="per step with IS/FID/KID values, the protocol they were measured under: "
+        "compare two FIDs only where these agree",
     )
 
 

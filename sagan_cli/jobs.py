@@ -133,6 +133,8 @@ def jobs_show(
         ("progress", progress),
         ("attempts", job.get("attempts")),
         ("error", job.get("error")),
+        ("warning", job.get("warning")),
+        ("defaults", job.get("defaults_note")),
         ("created", fmt.when(job.get("created_at"))),
         ("started", fmt.when(job.get("started_at"))),
         ("finished", fmt.when(job.get("finished_at"))),
@@ -295,6 +297,8 @@ def jobs_create(
         echo(job["id"])
         again = " (the job this Idempotency-Key made before)" if response.status_code == 200 else ""
         echo(f"created {job['kind']} job {fmt.short(job['id'])}{again}, {job['state']}", err=True)
+        if job.get("defaults_note"):  # what the service chose for what the config left out
+            echo(f"  {job['defaults_note']}", err=True)
         follow_new_job(api, job["id"], watch, interval)
 
 

@@ -7,7 +7,15 @@ D still calls real. Policies, comma separated:
 
 - `translation`: shift each image by up to 1/8 of its size in x and y (integer pixels), the
   uncovered border repeating the edge pixels (the background);
+- `color`: DiffAugment's colour transforms: brightness, saturation and contrast, each by its
+  own random factor per image (hue is kept: a class may be its colour);
 - `cutout`: zero (mid-grey in [-1, 1]) one square of half the image size at a random place.
+
+How often: always (p = 1, DiffAugment as published), or with ADA (Karras et al. 2020,
+stylegan2-ada) each transform is applied to each image with probability p, and p follows D: the
+overfitting heuristic r_t = E[sign(D(real))] is ~0 while D cannot tell real from fake and nears 1
+as D memorises the training set; p rises while r_t is above the target (0.6) and falls below it.
+A big data set D does not overfit keeps p near 0 (unaugmented), a small one gets what it needs.
 
 Randomness comes from torch's global RNG (checkpointed with the run, so a resumed run repeats).
 """
@@ -54,8 +62,66 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * keep[:, None].to(x.dtype)
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
-    """Apply the policy's transforms in order; an empty policy returns x itself."""
+def color(x: torch.Tensor) -> torch.Tensor:
+    """DiffAugment's brightness (+-0.5), saturation (x0..2) and contrast (x0.5..1.5) per image."""
+    B = x.shape[0]
+    x = x + (torch.rand(B, 1, 1, 1, dtype=x.dtype, device=x.device) - 0.5)
+    mean = x.mean(dim=1, keepdim=True)  # (B, 1, H, W): the grey of each pixel
+    x = (x - mean) * (torch.rand(B, 1, 1, 1, dtype=x.dtype, device=x.device) * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    return (x - mean) * (torch.rand(B, 1, 1, 1, dtype=x.dtype, device=x.device) + 0.5) + mean
+
+
+TRANSFORMS = {"translation": translation, "color": color, "cutout": cutout}
+
+
+def diff_augment(
+    x: torch.Tensor, policy: tuple[str, ...], p: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply the policy's transforms in order; an empty policy returns x itself. With `p` (a
+    0-d tensor), each transform reaches each image with probability p (the others pass as they
+    are); None: every image, every transform."""
     for name in policy:
-        x = translation(x) if name == "translation" else cutout(x)
+        moved = TRANSFORMS[name](x)
+        if p is None:
+            x = moved
+        else:
+            hit = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p  # (B, 1, 1, 1)
+            x = torch.where(hit, moved, x)
     return x
+
+
+# How fast ADA's p moves: from 0 to 1 in this many real images seen while r_t stays above the
+# target (stylegan2-ada: 500k, sized for runs of millions of images; ours of 64k-640k need p to
+# arrive within a tenth of the run).
+ADA_IMAGES = 10_000
+
+
+class AdaptiveAugment:
+    """The augmentation D sees and, with ADA on (`target` > 0), its probability p.
+
+    p lives on the training device as a 0-d tensor and is moved every step from that step's
+    mean sign of D's real logits (averaged over the ranks by the trainer), so the loop never
+    waits for the host. `state_dict` goes into checkpoints: a resumed run goes on with its p.
+    """
+
+    def __init__(self, policy: tuple[str, ...], target: float, device: torch.device):
+        self.policy, self.target = policy, float(target)
+        self.adaptive = bool(policy) and self.target > 0
+        self.p = torch.zeros((), device=device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.policy, self.p if self.adaptive else None)
+
+    @torch.no_grad()
+    def update(self, real_sign: torch.Tensor, images: int) -> None:
+        """One step of ADA: real_sign = mean sign(D(real)) of the step, `images` its real images."""
+        if self.adaptive:
+            move = torch.sign(real_sign.float() - self.target) * (images / ADA_IMAGES)
+            self.p = (self.p + move).clamp(0.0, 1.0)
+
+    def state_dict(self) -> dict:
+        return {"p": float(self.p)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.p = torch.full((), float(state.get("p", 0.0)), device=self.p.device)

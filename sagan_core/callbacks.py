@@ -27,7 +27,14 @@ class TrainerCallbacks:
         pass
 
     def on_note(self, step: int, message: str) -> None:
-        """Something the user should know that is not a metric (a fallback, a warning)."""
+        """Something the user should know that is not a metric (a fallback, a recipe choice)."""
+
+    def on_warning(self, step: int, message: str) -> None:
+        """The run may not be learning (sagan_core.collapse): shown apart from plain notes."""
+        self.on_note(step, message)
+
+    def on_protocol(self, step: int, protocol: dict) -> None:
+        """How the scores written at `step` were measured (sagan_core.evaluate.protocol)."""
 
 
 class CallbackList(TrainerCallbacks):
@@ -54,6 +61,14 @@ class CallbackList(TrainerCallbacks):
     def on_note(self, step: int, message: str) -> None:
         for c in self.callbacks:
             c.on_note(step, message)
+
+    def on_warning(self, step: int, message: str) -> None:
+        for c in self.callbacks:
+            c.on_warning(step, message)
+
+    def on_protocol(self, step: int, protocol: dict) -> None:
+        for c in self.callbacks:
+            c.on_protocol(step, protocol)
 
 
 # What an evaluator is: (step, G_ema) -> metrics such as {"is": ..., "fid": ...}.

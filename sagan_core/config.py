@@ -36,7 +36,7 @@ PRECISIONS = ("fp32", "bf16")
 # D, fuses Adam and the EMA and syncs with the host only every log_every steps. None: fast on CUDA.
 PATHS = ("plain", "fast")
 # DiffAugment transforms (sagan_core.augment) for every image D sees, comma separated.
-AUGMENT_POLICIES = ("translation", "cutout")
+AUGMENT_POLICIES = ("translation", "color", "cutout")
 # Datasets whose class count is fixed; num_classes may be left out or must match.
 FIXED_CLASSES = {"digits": 10, "color_shapes": 6, "cifar10": 10, "cifar100": 100}
 NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
@@ -67,7 +67,6 @@ PRESET_TRAINING = {
         "checkpoint_every": 1000,
         "sample_every": 1000,
         "z_mode": "input",
-        "diff_augment": "",
         "class_warmup": 0,
         "diversity_weight": 0.0,
     },
@@ -81,7 +80,6 @@ PRESET_TRAINING = {
         "checkpoint_every": 250,
         "sample_every": 250,
         "z_mode": "input",
-        "diff_augment": "",
         "class_warmup": 0,
         "diversity_weight": 0.07,
     },
@@ -219,8 +217,13 @@ class TrainConfig:
     d_steps: int = 1
     # How z enters G (Z_MODES): "input" is the paper's; "hierarchical" is BigGAN's. None: preset.
     z_mode: str | None = None
-    # DiffAugment for every image D sees: "translation,cutout", or "" for none. None: preset.
+    # DiffAugment for every image D sees: "translation,color,cutout", or "" for none. None: the
+    # data set's size decides (sagan_core.recipe: ADA's policy under 100,000 images, else none).
     diff_augment: str | None = None
+    # ADA (sagan_core.augment): the target of D's overfitting signal r_t; each transform of
+    # diff_augment reaches an image with a probability p that follows it. 0: p = 1 (DiffAugment
+    # as published). None: the data set's size decides (0.6 under 100,000 images).
+    ada_target: float | None = None
     # Steps over which D's class projection term fades in linearly from 0 (an unconditional
     # start), after which D is the paper's projection D; 0: off. None: preset.
     class_warmup: int | None = None
@@ -375,6 +378,8 @@ class TrainConfig:
             "diff_augment",
             f"must be a comma-separated list of {', '.join(AUGMENT_POLICIES)}, or empty",
         )
+        a = self.ada_target
+        need(a is None or (math.isfinite(a) and 0 <= a < 1), "ada_target", "must be in [0, 1)")
         if self.resolution in G_ARCH and self.z_mode == "hierarchical":
             blocks = len(G_ARCH[self.resolution]["in"])
             need(self.z_dim > blocks, "z_dim", f"must be > {blocks} to split z across G's blocks")

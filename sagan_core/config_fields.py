@@ -75,8 +75,12 @@ DESCRIPTIONS: dict[str, str] = {
     "split across G's blocks, with a shared class embedding; z_dim must exceed the number of "
     f"blocks). {_by_preset('z_mode')}.",
     "diff_augment": "DiffAugment for every image D sees, real and generated: a comma-separated "
-    f"list of {', '.join(AUGMENT_POLICIES)}, or an empty string for none. "
-    f"{_by_preset('diff_augment')}.",
+    f"list of {', '.join(AUGMENT_POLICIES)}, or an empty string for none. Default: "
+    "translation,color,cutout with ADA for a data set under 100,000 images, else none.",
+    "ada_target": "ADA (stylegan2-ada): each transform of diff_augment reaches an image with a "
+    "probability p that rises while D's overfitting signal r_t = mean sign(D(real)) is above this "
+    "target and falls below it (metric augment_p); 0: p = 1 always (DiffAugment). Default: 0.6 "
+    "for a data set under 100,000 images, else 0.",
     "class_warmup": "Steps over which D's class projection term fades in linearly from 0 (an "
     f"unconditional start); 0: off. {_by_preset('class_warmup')}.",
     "diversity_weight": "Weight of a mode-seeking term in G's loss (MSGAN): weight / (mean "

@@ -18,6 +18,8 @@ TRAINING = (
     "g_loss",
     "d_real",
     "d_fake",
+    "d_real_sign",  # ADA's overfitting signal r_t: mean sign of D's real logits
+    "augment_p",  # ADA's augmentation probability (when ada_target is on)
     "g_spread",
     "gamma_g",
     "gamma_d",

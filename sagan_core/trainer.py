@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .augment import diff_augment, parse_policy
+from .augment import AdaptiveAugment, parse_policy
 from .callbacks import CallbackList, DivergedError, Evaluator, TrainerCallbacks, TrainResult
 from .checkpoint import (
     LEGACY_ARCH,
@@ -25,17 +25,20 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .collapse import CollapseWatch
 from .compiled import compile_failure, compiled_steps, fallback_note, uncompiled_steps
 from .config import VARIETY_LOGS, ConfigError, Limits, TrainConfig
 from .data import BatchSampler, DatasetError, build_dataset
 from .device import check_device_available, resolve_device
 from .distributed import NO_BUFFER_SYNC, Ranks, shard, sync_batch_norms
 from .ema import ema_update, ema_update_foreach
+from .finite import FiniteWatch
 from .flops import step_flops
 from .losses import d_hinge_loss, g_hinge_loss, mode_seeking_term
 from .models import Discriminator, Generator
+from .recipe import fill_augmentation
 from .sample import grid_png, sample
-from .variety import VarietyJudge, judged_by_default
+from .variety import DEFAULT_PER_CLASS, VarietyJudge, judged_by_default
 
 # Fields that must match between a checkpoint and the config resuming it (they shape weights).
 ARCH_FIELDS = ("resolution", "num_classes", "g_ch", "d_ch", "z_dim", "z_mode")
@@ -84,15 +87,18 @@ class Trainer:
         random.seed(cfg.seed)
         self.dataset = dataset if dataset is not None else build_dataset(cfg)
         cfg.num_classes = self.dataset.num_classes
+        self.recipe_note = fill_augmentation(cfg, len(self.dataset))  # what the API left open
         if cfg.variety_every is None:
             judged = judged_by_default(self.dataset)
             cfg.variety_every = VARIETY_LOGS * cfg.log_every if judged else 0
         self.judge = VarietyJudge.for_dataset(self.dataset) if cfg.variety_every else None
+        self.collapse = CollapseWatch(self.dataset.class_names, cfg.steps, DEFAULT_PER_CLASS)
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.sampler = BatchSampler(
             self.dataset, cfg.batch_size, self.device, self.data_gen, ranks=self.ranks
         )
-        self.augment = parse_policy(cfg.diff_augment)  # () for none: D sees images unchanged
+        # D's augmentation (none: images unchanged), with ADA's p when ada_target is on
+        self.augment = AdaptiveAugment(parse_policy(cfg.diff_augment), cfg.ada_target, self.device)
         # The path (issue #14): "plain" is the eager fp32 unfused reference, "fast" the default
         # on CUDA: compiled G and D, fused (CUDA) or foreach (CPU) Adam, the EMA by foreach ops,
         # padded attention for the fused kernels, losses kept on the device between log lines,
@@ -155,10 +161,7 @@ class Trainer:
             list(self.G_ema.buffers()),
             list(self.G.buffers()),
         )
-        # fast: the first step at which d_loss or g_loss was non-finite (0: none yet) and those
-        # losses, kept on the device and read at the next log line, checkpoint, sample or eval.
-        self._bad_step: torch.Tensor | None = None
-        self._bad_losses: torch.Tensor | None = None
+        self.finite = FiniteWatch()  # fast: non-finite losses noted on the device, read later
         self.compile_seconds: float | None = None
         self.compile_error: str | None = None  # why the fast path runs uncompiled
         self.step = 0
@@ -186,6 +189,7 @@ class Trainer:
         self.opt_d.load_state_dict(ckpt["opt_d"])
         self.step = int(ckpt["step"])
         self.best_fid = float(ckpt.get("best_fid", math.inf))
+        self.augment.load_state_dict(ckpt.get("augment", {}))
         restore_rng(ckpt["rng"], self.data_gen)
         self.last_checkpoint = Path(path)
         self._saved_step = self.step
@@ -216,7 +220,7 @@ class Trainer:
             with torch.no_grad(), self.autocast:
                 x_fake = G(z, y_fake)  # (B, 3, R, R)
             with self.autocast:
-                x = diff_augment(torch.cat([x_real, x_fake]), self.augment)  # (2B, 3, R, R)
+                x = self.augment(torch.cat([x_real, x_fake]))  # (2B, 3, R, R)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits = self.D_update(x, torch.cat([y_real, y_fake])).float()
@@ -232,7 +236,7 @@ class Trainer:
             y_fake = torch.cat([y_fake[:half], y_fake[:half], y_fake[2 * half :]])
         with self.autocast:
             x_fake = G(z, y_fake)  # (B, 3, R, R)
-            g_logits = self.D_step(diff_augment(x_fake, self.augment), y_fake).float()
+            g_logits = self.D_step(self.augment(x_fake), y_fake).float()
         g_loss = g_hinge_loss(g_logits)
         loss = g_loss
         stats = {}
@@ -249,11 +253,14 @@ class Trainer:
             "g_loss": g_loss.detach(),
             "d_real": real_logits.detach().mean(),
             "d_fake": fake_logits.detach().mean(),
+            "d_real_sign": real_logits.detach().sign().mean(),  # ADA's r_t
             **stats,
         }
+        world = self.ranks.world_size if self.ranks is not None else 1
         if self.ranks is not None:  # the global batch's means, the same on every rank
             means = self.ranks.mean(torch.stack([v.float() for v in stats.values()]))
             stats = dict(zip(stats, means.unbind(), strict=True))
+        self.augment.update(stats["d_real_sign"], cfg.batch_size * cfg.d_steps * world)
         return stats
 
     # -- the loop -----------------------------------------------------------------------------
@@ -263,6 +270,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is not None:
             self._resume(Path(resume_from))
+        if self.recipe_note and self.step == 0 and self.is_main:
+            self.callbacks.on_note(0, self.recipe_note)
         self.G.train()
         self.D.train()
         fast = self.path == "fast"
@@ -293,7 +302,7 @@ class Trainer:
                 else:
                     stats = self.train_step()
                 self.step += 1
-                self._note_finite(stats)  # on the device: no host sync inside the loop
+                self.finite.note(self.step, stats)  # on the device: no host sync inside the loop
                 values = stats
             else:
                 if self.flops_per_step is None and self.ranks is not None:
@@ -321,7 +330,7 @@ class Trainer:
 
             step, final = self.step, self.step == cfg.steps
             if fast and self._read_due(step, final):
-                self._check_finite()  # raises DivergedError naming the first bad step
+                self.finite.check()  # raises DivergedError naming the first bad step
             if not self.is_main:  # rank 0 reports, samples, evaluates and checkpoints
                 if step % cfg.log_every == 0 or final:
                     sums, window = {}, 0
@@ -342,6 +351,8 @@ class Trainer:
                 metrics["tflops"] = self.flops_per_step * window * world / max(elapsed, 1e-9) / 1e12
                 metrics["lr_g"] = self.opt_g.param_groups[0]["lr"]
                 metrics["lr_d"] = self.opt_d.param_groups[0]["lr"]
+                if self.augment.adaptive:
+                    metrics["augment_p"] = float(self.augment.p)
                 if self._variety_due(step, final):  # on the same line when the steps meet
                     metrics.update(self._variety_metrics())
                 self._emit_metrics(step, metrics)
@@ -352,8 +363,11 @@ class Trainer:
                 self._samples(step)
             tags = set()
             if cfg.eval_every and self.evaluator and (step % cfg.eval_every == 0 or final):
-                results = {k: float(v) for k, v in self.evaluator(step, self.G_ema).items()}
+                scored = self.evaluator(step, self.G_ema)
+                results = {k: float(v) for k, v in scored.items()}
                 self._emit_metrics(step, results)
+                if getattr(scored, "protocol", None):
+                    self.callbacks.on_protocol(step, scored.protocol)
                 if results.get("fid", math.inf) < self.best_fid:
                     self.best_fid = results["fid"]
                     tags.add("best")
@@ -386,27 +400,6 @@ class Trainer:
             ema_update_foreach(*self._ema_tensors, decay)
         else:
             ema_update(self.G_ema, self.G, decay)
-
-    @torch.no_grad()
-    def _note_finite(self, stats: dict[str, torch.Tensor]) -> None:
-        """Remember, on the device, the first step whose d_loss or g_loss is not finite."""
-        losses = torch.stack([stats["d_loss"], stats["g_loss"]]).float()
-        if self._bad_step is None:
-            self._bad_step = torch.zeros((), dtype=torch.long, device=losses.device)
-            self._bad_losses = torch.zeros_like(losses)
-        first = ~torch.isfinite(losses).all() & (self._bad_step == 0)
-        self._bad_step = torch.where(first, self.step, self._bad_step)
-        self._bad_losses = torch.where(first, losses, self._bad_losses)
-
-    def _check_finite(self) -> None:
-        """Read the device's flag (a host sync); raise DivergedError at the first bad step."""
-        if self._bad_step is None:
-            return
-        bad_step = int(self._bad_step)
-        if bad_step:
-            losses = dict(zip(("d_loss", "g_loss"), self._bad_losses.tolist(), strict=True))
-            detail = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
-            raise DivergedError(bad_step, detail)
 
     def _read_due(self, step: int, final: bool) -> bool:
         """Whether this step reports or saves anything (so the losses must be read first)."""
@@ -441,6 +434,8 @@ class Trainer:
     def _variety_metrics(self) -> dict[str, float]:
         """G_ema judged on 20 samples per class from a fixed seed: the points of a curve."""
         scores = self.judge.score(self.G_ema, seed=0)
+        for warning in self.collapse.check(self.step, scores):
+            self.callbacks.on_warning(self.step, warning)
         return {k: scores[k] for k in ("class_accuracy", "variety", "variety_min", "nearest_real")}
 
     def _emit_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -457,7 +452,7 @@ class Trainer:
 
     def _save(self, tags: set[str]) -> Path:
         """Save the current state; keep only this, the previous latest's successor and the best."""
-        self._check_finite()  # never a checkpoint of a diverged state (fast: read the flag first)
+        self.finite.check()  # never a checkpoint of a diverged state (fast: read the flag first)
         if not self.is_main:  # rank 0's checkpoint is every rank's (their states are equal)
             return self.last_checkpoint
         path = checkpoint_path(self.run_dir, self.step)
@@ -470,6 +465,7 @@ class Trainer:
             opt_d=self.opt_d.state_dict(),
             step=self.step,
             best_fid=self.best_fid,
+            augment=self.augment.state_dict(),
             rng=capture_rng(self.data_gen),
             config=self.config.to_dict(),
             class_names=list(self.dataset.class_names),

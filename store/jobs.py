@@ -29,6 +29,7 @@ STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (QUEUED, RUNNING, CANCELLING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 KINDS = ("train", "evaluate", "pack")  # pack: a stored dataset made ready (worker)
+WARNING = "warning"  # the event kind of a "not learning" warning (sagan_core.collapse)
 WORKER_LOST = "worker_lost"  # the event kind of each loss; their count is the retry budget spent
 
 
@@ -50,6 +51,8 @@ def _event(session: Session, job_id: str, frm: str | None, to: str, message: str
 
 def add_event(session: Session, job_id: str, kind: str, message: str) -> None:
     session.add(JobEvent(job_id=job_id, kind=kind, message=message))
+    if kind == WARNING:  # the job's badge: its latest warning
+        session.execute(update(Job).where(Job.id == job_id).values(warning=message))
 
 
 def _move(
@@ -111,6 +114,7 @@ def create_job(
     model_id: str | None = None,
     idempotency_key: str | None = None,
     max_active: int | None = None,
+    defaults_note: str | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an idempotency key already used by this owner, return that job.
 
@@ -132,6 +136,7 @@ def create_job(
         total_steps=total_steps,
         model_id=model_id,
         idempotency_key=idempotency_key,
+        defaults_note=defaults_note,
         state=QUEUED,
     )
     session.add(job)
@@ -145,6 +150,8 @@ def create_job(
             raise
         return existing, False
     _event(session, job.id, None, QUEUED, f"{kind} job created")
+    if defaults_note:
+        add_event(session, job.id, "info", defaults_note)
     return job, True
 
 

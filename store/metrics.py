@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from store.models import Job, Metric, utcnow
+from store.models import Job, Metric, ScoreProtocol, utcnow
 
 
 def write_metrics(session: Session, job_id: str, rows: Iterable[tuple[str, int, float]]) -> int:
@@ -152,3 +152,30 @@ def latest_values(
         .where(Metric.job_id == job_id)
     )
     return {name: (step, value) for name, step, value in rows}
+
+
+def write_protocol(session: Session, job_id: str, step: int, protocol: dict) -> None:
+    """Record how the scores of `step` were measured; a resumed run's repeated step replaces it."""
+    row = session.scalar(
+        select(ScoreProtocol).where(ScoreProtocol.job_id == job_id, ScoreProtocol.step == step)
+    )
+    if row is None:
+        session.add(ScoreProtocol(job_id=job_id, step=step, protocol=protocol))
+    else:
+        row.protocol, row.at = protocol, utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(metrics_version=Job.metrics_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def read_protocols(session: Session, job_id: str) -> list[tuple[int, dict]]:
+    """(step, protocol) of each of the job's evaluations, in step order."""
+    rows = session.execute(
+        select(ScoreProtocol.step, ScoreProtocol.protocol)
+        .where(ScoreProtocol.job_id == job_id)
+        .order_by(ScoreProtocol.step)
+    )
+    return [(int(step), dict(protocol)) for step, protocol in rows]

@@ -49,6 +49,11 @@ class Job(Base):
     continued_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
     continued_from_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # What the service chose for fields the job left out, and why ("preset tiny: CPU workers,
+    # 1,200 images at 32 px; ..."); None when the caller chose everything.
+    defaults_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The latest "not learning" warning of the run (sagan_core.collapse), also a job event.
+    warning: Mapped[str | None] = mapped_column(Text, nullable=True)
     step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     images_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -89,6 +94,21 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(64), nullable=False)
     step: Mapped[int] = mapped_column(Integer, nullable=False)
     value: Mapped[float] = mapped_column(Float, nullable=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScoreProtocol(Base):
+    """How the IS/FID/KID a job wrote at `step` were measured (sagan_core.evaluate.protocol):
+    feature extractor and its weights' hash, generated count, reference data and its hash,
+    resolution and resizer, truncation, generator, seed."""
+
+    __tablename__ = "score_protocols"
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_score_protocols_job_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer, nullable=False)
+    protocol: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

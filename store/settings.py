@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         "1,8: a job asking for more GPUs than the largest is refused. Default: 1, or in the "
         "embedded mode SAGAN_WORKER_GPUS",
     )
+    gpu_queues: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="The Celery queues whose workers have GPUs (e.g. train or "
+        "train,train.gpus8): a training job that names no preset gets `paper` there and `tiny` "
+        "elsewhere (CPU workers: the embedded service, CPU pools). Default: none",
+    )
     auth: bool = Field(
         True,
         description="Require API tokens; off only for a service bound to 127.0.0.1 "
@@ -186,6 +192,11 @@ class Settings(BaseSettings):
             return None
         return _split_list(value)
 
+    @field_validator("gpu_queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: object) -> object:
+        return _split_list(value)
+
     @field_validator("dataset_import_prefixes", mode="before")
     @classmethod
     def _split_prefixes(cls, value: object) -> object:
@@ -259,6 +270,10 @@ class Settings(BaseSettings):
     def queue_for(self, gpus: int = 1) -> str:
         """The Celery queue of jobs of `gpus` GPUs: train_queue for one, train_queue.gpusN."""
         return self.train_queue if gpus <= 1 else f"{self.train_queue}.gpus{gpus}"
+
+    def has_gpus(self, gpus: int = 1) -> bool:
+        """Whether the workers of jobs of `gpus` GPUs have GPUs (SAGAN_GPU_QUEUES)."""
+        return self.queue_for(gpus) in (self.gpu_queues or [])
 
     def queues_served(self, worker_gpus: int) -> list[str]:
         """The queues a worker of `worker_gpus` GPUs consumes: jobs of 1..worker_gpus."""

@@ -14,7 +14,7 @@ from sagan_core.trainer import TrainerCallbacks
 from store import jobs
 from store.checkpoints import checkpoint_key, prune_checkpoints, register_checkpoint
 from store.db import session_scope
-from store.metrics import write_metrics
+from store.metrics import write_metrics, write_protocol
 from store.outages import call_through_outages
 from store.sample_grids import sample_grid_key
 from store.settings import Settings
@@ -154,9 +154,19 @@ class JobCallbacks(TrainerCallbacks):
             lambda: self._note(message),
         )
 
-    def _note(self, message: str) -> None:
+    def on_warning(self, step: int, message: str) -> None:
+        self._retried(f"a warning at step {step}", lambda: self._note(message, jobs.WARNING))
+
+    def _note(self, message: str, kind: str = "info") -> None:
         with session_scope(self.settings) as session:
-            jobs.add_event(session, self.job_id, "info", message)
+            jobs.add_event(session, self.job_id, kind, message)
+
+    def on_protocol(self, step: int, protocol: dict) -> None:
+        def write() -> None:
+            with session_scope(self.settings) as session:
+                write_protocol(session, self.job_id, step, protocol)
+
+        self._retried(f"the score protocol of step {step}", write)
 
     # -- stopping -----------------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ def train_evaluator(
     dataset's under `reference_key`, its content hash)."""
     from sagan_core import evaluate
 
-    return evaluate.make_training_evaluator(
+    inner = evaluate.make_training_evaluator(
         dataset,
         config,
         weights_path=local_inception_weights(settings, storage),
@@ -78,6 +78,25 @@ def train_evaluator(
         metrics=EVAL_METRICS,
         reference_key=reference_key,
     )
+
+    def evaluator(step: int, G: object) -> dict[str, float]:
+        return with_reference(inner(step, G), config, reference_key)
+
+    return evaluator
+
+
+def with_reference(result, ref_cfg, content_hash: str | None):  # noqa: ANN001, ANN201
+    """The scores, their protocol's reference named: the data set (a stored one by id and
+    content hash, which is also its statistics' key)."""
+    protocol = getattr(result, "protocol", None)
+    if protocol is not None:
+        ref = protocol.setdefault("reference", {})
+        ref["dataset"] = ref_cfg.dataset
+        if ref_cfg.dataset == "stored":
+            ref["dataset_id"], ref["content_hash"] = ref_cfg.dataset_id, content_hash
+        elif ref_cfg.data_root:
+            ref["data_root"] = ref_cfg.data_root
+    return result
 
 
 def evaluate_model(
@@ -89,7 +108,8 @@ def evaluate_model(
     job_id: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """IS/FID/KID (per-class FID for job_config["classes"]) of a stored model's EMA generator.
+    """IS/FID/KID (per-class FID for job_config["classes"]) of a stored model's EMA generator:
+    a dict of the scores with `.protocol`, how they were measured.
 
     A stored reference dataset comes from this machine's dataset cache, its statistics keyed by
     its content hash."""
@@ -105,10 +125,12 @@ def evaluate_model(
     if ref_cfg.dataset == "stored":
         with stored_as_packed(settings, storage, job_id or "", ref_cfg) as (packed, key):
             dataset = build_dataset(packed)
-            return _score(G, cfg, dataset, key, job_config, weights, device, storage, progress)
+            result = _score(G, cfg, dataset, key, job_config, weights, device, storage, progress)
+            return with_reference(result, ref_cfg, key)
     key = evaluate.config_reference_key(ref_cfg)
     dataset = build_dataset(ref_cfg)
-    return _score(G, cfg, dataset, key, job_config, weights, device, storage, progress)
+    result = _score(G, cfg, dataset, key, job_config, weights, device, storage, progress)
+    return with_reference(result, ref_cfg, None)
 
 
 def _score(G, cfg, dataset, key, job_config, weights, device, storage, progress=None) -> dict:  # noqa: ANN001
@@ -119,18 +141,16 @@ def _score(G, cfg, dataset, key, job_config, weights, device, storage, progress=
     images, labels = evaluate.reference_subset(
         dataset.images, dataset.labels, cfg.eval_reference_samples, seed=0
     )
-    return dict(
-        evaluate.evaluate_generator(
-            G,
-            images,
-            key,
-            n,
-            metrics=tuple(job_config.get("metrics") or EVAL_METRICS),
-            weights_path=weights,
-            device=device,
-            cache=StorageStatsCache(storage),
-            reference_labels=labels,
-            classes=classes,
-            progress=progress,
-        )
+    return evaluate.evaluate_generator(
+        G,
+        images,
+        key,
+        n,
+        metrics=tuple(job_config.get("metrics") or EVAL_METRICS),
+        weights_path=weights,
+        device=device,
+        cache=StorageStatsCache(storage),
+        reference_labels=labels,
+        classes=classes,
+        progress=progress,
     )

@@ -17,7 +17,7 @@ import shutil
 from contextlib import ExitStack
 
 from store import jobs
-from store.metrics import write_metrics
+from store.metrics import write_metrics, write_protocol
 from store.outages import call_through_outages, is_outage
 from store.queue import job_gpus
 from store.settings import Settings
@@ -219,6 +219,8 @@ def evaluate_job(job_id: str, settings: Settings) -> str | None:
 
             def record(session) -> None:  # noqa: ANN001  (the scores at the model's step)
                 write_metrics(session, job_id, [(name, step, v) for name, v in results.items()])
+                if getattr(results, "protocol", None):
+                    write_protocol(session, job_id, step, results.protocol)
                 jobs.heartbeat(session, job_id, worker, step=liveness.step)
 
             job_life.in_transaction(settings, f"job {job_id}: metrics", record)

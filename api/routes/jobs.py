@@ -23,12 +23,14 @@ from api.errors import BODY_413, PROTECTED_RESPONSES, InvalidField, Responses, e
 from api.limits import JobIdPath
 from api.sampling import etag_matches
 from api.schemas import (
+    DefaultsOut,
     EventOut,
     JobContinue,
     JobCreate,
     JobList,
     JobOut,
     MetricsOut,
+    ProtocolOut,
     SampleGridList,
     SampleGridOut,
 )
@@ -37,7 +39,7 @@ from store import jobs as job_states
 from store import queue
 from store.checkpoints import job_models, models_of_jobs, newest_checkpoint
 from store.metrics import metric_names as stored_metric_names
-from store.metrics import read_metrics
+from store.metrics import read_metrics, read_protocols
 from store.models import Job, Model
 from store.sample_grids import sample_grid_key, sample_grid_steps
 
@@ -78,6 +80,8 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         model_id=job.model_id,
         continued_from=job.continued_from,
         continued_from_step=job.continued_from_step,
+        defaults_note=job.defaults_note,
+        warning=job.warning,
     )
 
 
@@ -131,6 +135,7 @@ def create_job(
             if getattr(body, name) is not None:
                 raise InvalidField(name, "only for evaluate jobs; a training job takes `config`")
         config = job_configs.resolve_train_config(session, owner, body.config or {})
+        config, defaults_note = job_configs.choose_defaults(session, config, services.settings)
         config, total_steps = job_configs.validated_train_config(config, services.settings)
         model_id = None
     else:
@@ -141,6 +146,7 @@ def create_job(
         config, total_steps, model_id = job_configs.evaluate_config(
             session, owner, body, services.settings
         )
+        defaults_note = None
 
     job, created = job_states.create_job(
         session,
@@ -151,6 +157,7 @@ def create_job(
         model_id=model_id,
         idempotency_key=idempotency_key or None,
         max_active=services.settings.max_active_jobs,
+        defaults_note=defaults_note,
     )
     if not created and (job.kind, job.config, job.model_id) != (body.kind, config, model_id):
         raise HTTPException(
@@ -196,6 +203,42 @@ def list_jobs(
     models = models_of_jobs(session, [job.id for job in rows])
     items = [job_out(job, models[job.id]) for job in rows]
     return JobList(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/defaults",
+    response_model=DefaultsOut,
+    summary="What a training job leaving the recipe out would get",
+)
+def job_defaults(
+    session: SessionDep,
+    owner: OwnerDep,
+    services: ServicesDep,
+    dataset: Annotated[
+        str, Query(max_length=64, description="a built-in dataset, or your dataset's id or name")
+    ] = "digits",
+    resolution: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_INT32, description="default: 32, or a stored dataset's largest"),
+    ] = None,
+    gpus: Annotated[int, Query(ge=1, le=MAX_INT32, description="GPUs of the job")] = 1,
+) -> DefaultsOut:
+    """The preset (from the workers that would run it: SAGAN_GPU_QUEUES) and augmentation (from
+    the data set's size) that `POST /jobs` would choose for a config naming only these fields,
+    with the reason: what the dashboard's start form shows before you start."""
+    config: dict[str, Any] = {"dataset": dataset, "gpus": gpus}
+    if resolution is not None:
+        config["resolution"] = resolution
+    config = job_configs.resolve_train_config(session, owner, config)
+    chosen, note = job_configs.choose_defaults(session, config, services.settings)
+    if chosen.get("preset") is None:
+        raise InvalidField("dataset", f"cannot choose defaults for {dataset!r}")
+    return DefaultsOut(
+        preset=chosen["preset"],
+        diff_augment=chosen.get("diff_augment"),
+        ada_target=chosen.get("ada_target"),
+        note=note,
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Read a job", responses=NO_JOB_404)
@@ -397,6 +440,7 @@ async def read_job_metrics(
             series = read_metrics(
                 reader, job_id, wanted or None, since_step, until_step, max_points
             )
+            protocols = read_protocols(reader, job_id)
             # A name with no rows here that the job's kind never writes is a typo unless the job
             # has it outside the step window. Checked only on a render (a cache miss), so
             # repeated reads of a custom name cost no extra query.
@@ -415,7 +459,11 @@ async def read_job_metrics(
             for name in sorted(series):
                 writer.writerows((name, step, repr(value)) for step, value in series[name])
             return buf.getvalue().encode(), "text/csv"
-        body = MetricsOut(job_id=job_id, series=dict(sorted(series.items())))
+        body = MetricsOut(
+            job_id=job_id,
+            series=dict(sorted(series.items())),
+            protocols=[ProtocolOut(step=st, protocol=p) for st, p in protocols],
+        )
         return body.model_dump_json().encode(), "application/json"
 
     # On the event loop but for a render (a cache miss: the downsampling query), which goes to

@@ -13,6 +13,7 @@ from ..config import EVAL_SAMPLES
 from ..sample import eval_mode, latents, to_uint8
 from .errors import EvaluationError
 from .inception import FeatureExtractor, resolve_inception_weights
+from .protocol import score_protocol
 from .reference import (
     MemoryStatsCache,
     StatsCache,
@@ -69,9 +70,15 @@ def generate_images(
 class EvaluationResult(dict):
     """Metric name -> value, plus whether the reference statistics came from the cache."""
 
-    def __init__(self, metrics: dict[str, float], reference_cache_hit: bool = False):
+    def __init__(
+        self,
+        metrics: dict[str, float],
+        reference_cache_hit: bool = False,
+        protocol: dict | None = None,
+    ):
         super().__init__(metrics)
         self.reference_cache_hit = reference_cache_hit
+        self.protocol = protocol  # how they were measured (sagan_core.evaluate.protocol)
 
 
 def evaluate_images(
@@ -159,7 +166,18 @@ def evaluate_generator(
         out[f"fid_class_{k}"] = frechet_distance(feats.pool, per_class[k].mu, per_class[k].sigma)
     if classes:
         out["intra_fid"] = float(np.mean([out[f"fid_class_{k}"] for k in classes]))
-    return EvaluationResult(out, hit)
+    protocol = score_protocol(
+        extractor,
+        metrics=[*metrics, *(["intra_fid"] if classes else [])],
+        generated=n_samples,
+        seed=seed,
+        resolution=getattr(G, "resolution", None),
+        reference_key=reference_key,
+        reference_count=reference.count,
+        classes=classes,
+        class_samples=class_samples,
+    )
+    return EvaluationResult(out, hit, protocol)
 
 
 def _counted(
@@ -215,7 +233,7 @@ def make_evaluator(
             reference_labels=reference_labels,
             classes=classes,
         )
-        return dict(result)
+        return result  # a dict of the scores, with .protocol
 
     return evaluator
 

@@ -36,9 +36,14 @@ def test_post_job_stores_resolved_config_and_sends_one_task(service):
     # Resolved: the preset and widths the worker will use are filled in (tiny: ch=4 at 32px).
     assert job["config"]["preset"] == "tiny" and job["config"]["num_classes"] == 10
     assert (job["config"]["g_ch"], job["config"]["d_ch"]) == (4, 4)
-    # Exactly the core's resolution of the posted config (resolving the stored one again would
-    # give back whatever was stored).
-    assert job["config"] == TrainConfig.from_dict(TINY).resolved().to_dict()
+    # Exactly the core's resolution of the posted config with the recipe's augmentation for
+    # digits' 1,797 images (resolving the stored one again would give back whatever was stored).
+    chosen = {"diff_augment": "translation,color,cutout", "ada_target": 0.6}
+    assert job["config"] == TrainConfig.from_dict({**TINY, **chosen}).resolved().to_dict()
+    assert job["defaults_note"] == (
+        "preset tiny: CPU workers, 1,797 images at 32 px (paper would take about a day); "
+        "augmentation translation,color,cutout with ADA (target 0.6): under 100,000 images"
+    )
     assert service.queued_messages() == 1
     assert service.client.get(f"/jobs/{job['id']}").json() == job
 
@@ -182,6 +187,10 @@ def test_cancel_running_job_asks_it_to_stop_and_events_tell_the_story(service):
     assert service.client.post(f"/jobs/{job_id}/cancel").status_code == 409
 
     events = service.client.get(f"/jobs/{job_id}/events").json()
+    assert [(e["kind"], e["message"]) for e in events if e["kind"] != "state"] == [
+        ("info", _post(service).json()["defaults_note"])  # what was chosen, and why
+    ]
+    events = [e for e in events if e["kind"] == "state"]
     assert [(e["from_state"], e["to_state"]) for e in events] == [
         (None, "queued"),
         ("queued", "running"),
