@@ -7,6 +7,7 @@ they are stored, at which steps, and what is cached are.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from random_inception import save_random_inception
 
 from api.app import create_app
+from sagan_core.evaluate.protocol import RESIZER
 from store import reset_caches
 from store.checkpoints import job_models
 from store.db import session_scope
@@ -120,3 +122,50 @@ def test_evaluation_job_writes_its_metrics_and_reuses_cached_statistics(service)
     assert {k for k in _bucket_keys(env) if k.startswith("fid-stats/")} == stats_before
     for key in stats_before:
         assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {"mark": "first-write"}
+
+
+def test_scores_carry_the_protocol_they_were_measured_under(service, tmp_path: Path):
+    client, _ = service
+    config = {**EVAL_TRAIN, "eval_reference_samples": 40}  # per-class FID needs 2+ per class
+    job_id = client.post("/jobs", json={"kind": "train", "config": config}).json()["id"]
+    assert train_job(job_id, get_settings()) == "succeeded"
+    body = client.get(f"/jobs/{job_id}/metrics").json()
+    during = {p["step"]: p["protocol"] for p in body["protocols"]}
+    assert sorted(during) == [2, 4]  # one per evaluation, at the steps of its values
+    weights = (tmp_path / "random-inception.pth").read_bytes()
+    assert during[4] == {
+        "metrics": ["is", "fid", "kid"],
+        "feature_extractor": "torch-fidelity inception-v3-compat",
+        "weights_sha256": hashlib.sha256(weights).hexdigest()[:16],
+        "generated": 12,  # eval_samples: a training-time FID, not a 50,000-sample one
+        "generator": "G_ema",
+        "truncation": None,
+        "seed": 0,
+        "resolution": 32,
+        "resizer": RESIZER,
+        "reference": {
+            "key": "digits-r32-train",
+            "split": "train",
+            "count": 40,
+            "dataset": "digits",
+        },
+    }
+
+    model_id = client.get(f"/jobs/{job_id}").json()["latest_model_id"]
+    r = client.post(
+        "/jobs",
+        json={"kind": "evaluate", "model_id": model_id, "samples": 100, "classes": [0, 3]},
+    )
+    assert r.status_code == 201, r.text
+    eval_id = r.json()["id"]
+    assert evaluate_job(eval_id, get_settings()) == "succeeded"
+    body = client.get(f"/jobs/{eval_id}/metrics").json()
+    (scored,) = body["protocols"]
+    after = scored["protocol"]
+    assert scored["step"] == 4 and [s for s, _ in body["series"]["intra_fid"]] == [4]
+    # The same model and reference, told apart by what differs: the count and intra-FID.
+    assert after["generated"] == 100 and during[4]["generated"] == 12
+    assert after["metrics"] == ["is", "fid", "kid", "intra_fid"]
+    assert after["intra_fid"]["classes"] == [0, 3]
+    same = ("feature_extractor", "weights_sha256", "reference", "resolution", "resizer", "seed")
+    assert {k: after[k] for k in same} == {k: during[4][k] for k in same}
