@@ -32,14 +32,16 @@ def test_digits_defaults_fill_steps_intervals_and_the_diversity_term_from_the_ti
     r = cfg.resolved().validate()
     assert (r.preset, r.g_ch, r.batch_size, r.lr_g, r.lr_d) == ("tiny", 4, 32, 1e-3, 2e-3)
     assert (r.steps, r.checkpoint_every, r.sample_every) == (2000, 250, 250)
-    assert (r.z_mode, r.diff_augment, r.class_warmup, r.diversity_weight) == ("input", "", 0, 0.07)
-    assert r.variety_every is None  # the trainer decides from the data set's size
+    assert (r.z_mode, r.class_warmup, r.diversity_weight) == ("input", 0, 0.07)
+    # the data set's size decides (sagan_core.recipe), in the API or in the trainer
+    assert (r.diff_augment, r.ada_target, r.variety_every) == (None, None, None)
 
 
 def test_paper_preset_keeps_the_papers_method_and_run_length():
     r = TrainConfig(dataset="synthetic", preset="paper").resolved()
     assert (r.steps, r.checkpoint_every, r.sample_every) == (10000, 1000, 1000)
-    assert (r.z_mode, r.diff_augment, r.class_warmup, r.diversity_weight) == ("input", "", 0, 0.0)
+    assert (r.z_mode, r.class_warmup, r.diversity_weight) == ("input", 0, 0.0)
+    assert (r.diff_augment, r.ada_target) == (None, None)  # the data set's size decides
 
 
 def test_user_values_beat_the_preset():
@@ -55,6 +57,8 @@ def test_user_values_beat_the_preset():
         ("class_warmup", -1),
         ("diversity_weight", -0.1),
         ("variety_every", -1),
+        ("ada_target", 1.0),
+        ("ada_target", -0.1),
     ],
 )
 def test_bad_option_values_name_their_field(field, value):

@@ -5,8 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from sagan_core.collapse import CollapseWatch
 from sagan_core.config import TrainConfig
 from sagan_core.data import ImageDataset, build_dataset
+from sagan_core.judge_net import ImageClassifier
 from sagan_core.trainer import Trainer, TrainerCallbacks
 from sagan_core.variety import VarietyJudge, judged_by_default, mean_pairwise_distance
 
@@ -188,3 +190,46 @@ def test_bench_quality_trains_scores_and_rescores_a_checkpoint(tmp_path, capsys)
     assert bench_quality.main(["--score", str(checkpoint), "--per-class", "3"]) == 0
     rescored = json.loads(capsys.readouterr().out.split("JSON ", 1)[1])
     assert rescored["class_accuracy"] >= 0 and "blocks.0" in rescored["z_share"]
+
+
+# -- where pixels do not tell classes apart: the CNN judge ---------------------------------------
+
+
+def test_coloured_shapes_are_judged_by_a_cnn_that_reads_the_shape():
+    shapes = build_dataset(TrainConfig(dataset="color_shapes"))
+    judge = VarietyJudge.fit(shapes.images, shapes.labels, shapes.num_classes)
+    assert isinstance(judge.classifier, ImageClassifier)  # pixels read them at ~0.71
+    assert judge.judge_accuracy >= 0.95
+    # A red square asked for and a red disc drawn: the same colour, read as the wrong class.
+    discs = shapes.images[shapes.labels == 0][:40]
+    scores = judge.score_images(discs, torch.full((40,), 1))
+    assert scores["class_accuracy"] <= 0.1
+
+
+# -- telling the user a run is not learning (sagan_core.collapse) ---------------------------------
+
+
+def test_collapse_watch_warns_once_per_class_after_the_first_quarter(judge, digits):
+    collapsed = judge.score(RealImages(digits, one_per_class=True), n_per_class=20, seed=0)
+    watch = CollapseWatch(digits.class_names, steps=1000, per_class=20)
+    assert watch.check(100, collapsed) == [] and watch.check(200, collapsed) == []  # too early
+    warnings = watch.check(300, collapsed)
+    assert len(warnings) == 10  # every class is one image
+    assert warnings[3].startswith(
+        "not learning: class 3 ('3'): 20 near-identical samples (variety 0.00 of real) "
+        "since step 100; try: diff_augment"
+    )
+    assert watch.check(400, collapsed) == []  # said once
+
+
+def test_collapse_watch_warns_when_samples_ignore_their_class_and_not_when_healthy(judge, digits):
+    ignoring = judge.score(RealImages(digits, ignore_class=True), n_per_class=20, seed=0)
+    healthy = judge.score(RealImages(digits), n_per_class=20, seed=0)
+    watch = CollapseWatch(digits.class_names, steps=1000, per_class=20)
+    assert watch.check(500, ignoring) == []
+    assert watch.check(600, healthy) == []  # the streak is broken: it starts again
+    assert watch.check(700, ignoring) == []
+    (warning,) = watch.check(800, ignoring)
+    assert "samples do not follow the class asked for" in warning and "since step 700" in warning
+    quiet = CollapseWatch(digits.class_names, steps=1000, per_class=20)
+    assert all(quiet.check(s, healthy) == [] for s in range(100, 1100, 100))

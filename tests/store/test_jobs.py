@@ -209,3 +209,21 @@ def test_two_workers_racing_for_one_job_on_postgres_one_wins(migrated_postgres_u
                 assert job.worker == next(w for w, ok in won.items() if ok)
     finally:
         engine.dispose()
+
+
+def test_a_warning_event_is_the_jobs_badge_and_the_defaults_note_an_event(session: Session):
+    job = _new(session, defaults_note="preset tiny: CPU workers")
+    jobs.add_event(session, job.id, "info", "a plain note")
+    assert session.get(Job, job.id).warning is None
+    jobs.add_event(session, job.id, jobs.WARNING, "not learning: class 3 ...")
+    jobs.add_event(session, job.id, jobs.WARNING, "not learning: class 5 ...")
+    session.commit()
+    session.expire_all()
+    assert session.get(Job, job.id).warning == "not learning: class 5 ..."  # the latest
+    events = session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)).all()
+    assert [(e.kind, e.message) for e in events if e.kind != "state"] == [
+        ("info", "preset tiny: CPU workers"),
+        ("info", "a plain note"),
+        ("warning", "not learning: class 3 ..."),
+        ("warning", "not learning: class 5 ..."),
+    ]
