@@ -14,7 +14,9 @@ from .classes import ClassError, resolve_class
 from .config import ConfigError, TrainConfig
 from .config_fields import DESCRIPTIONS
 from .data import DatasetError, build_dataset
+from .device import resolve_device
 from .launch import train_distributed
+from .recipe import BUILTIN_IMAGES, choose_preset
 from .run_dir import RunDirectoryWriter
 from .trainer import Trainer, TrainerCallbacks
 
@@ -117,6 +119,11 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     cfg = TrainConfig.from_dict(values).validate()
+    if cfg.preset is None:  # as the service chooses: from this machine and the data set
+        gpu = resolve_device(cfg.device).type == "cuda"
+        choice = choose_preset(gpu, BUILTIN_IMAGES.get(cfg.dataset), cfg.resolution)
+        cfg.preset = choice.preset
+        print(f"preset {choice.preset}: {choice.reason}", file=sys.stderr)
     run_dir = args.run_dir or Path("runs") / cfg.dataset
     resume = newest_checkpoint_file(run_dir) if args.resume else None
     if args.resume and resume is None:

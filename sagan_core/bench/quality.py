@@ -11,6 +11,11 @@ otherwise. After training, G_ema is scored by `sagan_core.variety.VarietyJudge` 
 default). The report is one Markdown table row plus a JSON line (for collecting runs), with the
 1-minute load average at start and end: on a shared machine a slow run may be a busy one.
 `--grid PATH` writes a PNG of every class (rows) for two seeds (left and right halves).
+
+    python -m sagan_core.bench quality --compare     # before #22 vs the defaults, both data sets
+
+`--compare` trains digits and the colour set (`color_shapes`) with the recipe before issue #22
+(tiny, no augmentation) and with today's defaults (ADA on small data), and prints one table.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from ..checkpoint import load_generator
 from ..config import TrainConfig, parse_assignments
 from ..data import build_dataset
+from ..recipe import choose_preset
 from ..sample import eval_mode, grid_png, sample
 from ..trainer import Trainer, TrainerCallbacks
 from ..variety import VarietyJudge
@@ -130,6 +136,13 @@ def _score_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+# `--compare`: the recipe before issue #22 (the tiny preset tuned on digits, set by hand, no
+# augmentation) against today's defaults, on grey digits and the colour set, in one run.
+BEFORE = {"preset": "tiny", "diff_augment": "", "ada_target": 0.0}
+COMPARED = (("digits", "before", BEFORE), ("digits", "defaults", {}),
+            ("color_shapes", "before", BEFORE), ("color_shapes", "defaults", {}))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sagan_core.bench quality", description=__doc__.split("\n")[0]
@@ -142,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", type=Path, default=None, help="write a class-by-seed PNG grid here")
     p.add_argument("--run-dir", type=Path, default=None, help="keep checkpoints here")
     p.add_argument("--quiet", action="store_true", help="no per-interval lines on stderr")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="train digits and color_shapes with the recipe before #22 and with today's "
+        "defaults (--set applies to all four runs) and print one table",
+    )
     p.add_argument(
         "--diagnose",
         action="store_true",
@@ -164,8 +183,45 @@ def main(argv: list[str] | None = None) -> int:
         sets = parse_assignments(args.sets)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    fields = {"device": "cpu", **sets}
+    if not args.compare:
+        row = train_and_score({"device": "cpu", **sets}, args)
+        print(_table_row(args.label or json.dumps(row["set"]), row))
+        print("JSON " + json.dumps(row), flush=True)
+        return 0
+    rows = []
+    for dataset, label, recipe in COMPARED:
+        fields = {"device": "cpu", "dataset": dataset, **recipe, **sets}
+        rows.append((f"{dataset} {label}", train_and_score(fields, args)))
+        print("JSON " + json.dumps(rows[-1][1]), flush=True)
+    print(f"\n{HEADER}")
+    for label, row in rows:
+        print(_table_row(label, row))
+    return 0
+
+
+HEADER = (
+    "| run | preset, augmentation | steps | train s | class_accuracy | judge (real) | ratio "
+    "| variety | variety_min | nearest_real |\n|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _table_row(label: str, row: dict) -> str:
+    ratio = row["class_accuracy"] / max(row["judge_accuracy"], 1e-9)
+    recipe = f"{row['preset']}, {row['diff_augment'] or 'none'}"
+    if row["ada_target"]:
+        recipe += f" ADA {row['ada_target']} (p {row['augment_p']:.2f})"
+    return (
+        f"| {label} | {recipe} | {row['steps']} | {row['train_s']:.0f} "
+        f"| {row['class_accuracy']:.3f} | {row['judge_accuracy']:.3f} | {ratio:.2f} "
+        f"| {row['variety']:.3f} | {row['variety_min']:.3f} | {row['nearest_real']:.2f} |"
+    )
+
+
+def train_and_score(fields: dict, args: argparse.Namespace) -> dict:
+    """Train one config (left-out fields as a user gets them on this CPU) and score G_ema."""
     cfg = TrainConfig.from_dict(fields).validate()
+    if cfg.preset is None:  # as the service and `sagan train` choose on CPU workers
+        cfg.preset = choose_preset(False, None, cfg.resolution).preset
     resolved = cfg.resolved()
     dataset = build_dataset(resolved)
     t_fit = time.perf_counter()
@@ -196,26 +252,34 @@ def main(argv: list[str] | None = None) -> int:
             "z_share_g": z_share(trainer.G, trainer.config.num_classes),
         }
     if args.grid:
-        args.grid.write_bytes(class_grid(G, trainer.config.num_classes))
+        grid = args.grid
+        if args.compare:  # one grid per run: name.digits-before.png
+            grid = grid.with_suffix(
+                f".{cfg.dataset}-{'before' if cfg.ada_target == 0 else 'new'}.png"
+            )
+        grid.write_bytes(class_grid(G, trainer.config.num_classes))
 
     final = trainer.config
-    n_g = sum(p.numel() for p in trainer.G.parameters())
-    n_d = sum(p.numel() for p in trainer.D.parameters())
-    changed = {k: v for k, v in fields.items() if k not in ("device",)}
-    row = {
+    return {
         "label": args.label,
-        "set": changed,
+        "set": {k: v for k, v in fields.items() if k != "device"},
+        "dataset": final.dataset,
+        "preset": final.preset,
+        "diff_augment": final.diff_augment,
+        "ada_target": final.ada_target,
+        "augment_p": round(float(trainer.augment.p), 3),
         "steps": final.steps,
         "train_s": round(train_s, 1),
         "build_s": round(build_s, 1),
         "judge_fit_s": round(fit_s, 2),
+        "judge": type(judge.classifier).__name__,
         "variety_s": round(sum(judged_s), 2),
         "variety_checks": len(judged_s),
         "load_start": round(load_start, 2),
         "load_end": round(load_end, 2),
         "threads": torch.get_num_threads(),
-        "params_g": n_g,
-        "params_d": n_d,
+        "params_g": sum(p.numel() for p in trainer.G.parameters()),
+        "params_d": sum(p.numel() for p in trainer.D.parameters()),
         "class_accuracy": round(free["class_accuracy"], 3),
         "variety": round(free["variety"], 3),
         "variety_min": round(free["variety_min"], 3),
@@ -228,13 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         "curve": [(s, round(a, 3), round(v, 3)) for s, a, v in curve.points],
         **extra,
     }
-    print(
-        f"| {args.label or json.dumps(changed)} | {final.steps} | {train_s:.0f} s "
-        f"| {load_start:.1f}-{load_end:.1f} | {row['class_accuracy']:.3f} | {row['variety']:.3f} "
-        f"| {row['nearest_real']:.2f} | {row['class_accuracy_t1']:.3f} | {row['variety_t1']:.3f} |"
-    )
-    print("JSON " + json.dumps(row), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class Service:
     up: ServiceProcess
     finished: str  # a 40-step job (submitted at start)
     other: str  # a 20-step job to overlay on it
+    data_dir: Path | None = None  # the service's SAGAN_DATA_DIR (its SQLite database)
 
     def wait_finished(self) -> None:
         for job_id in (self.finished, self.other):
@@ -65,7 +66,7 @@ def dashboard_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
                 r = client.post("/jobs", json={"kind": "train", "config": config})
                 assert r.status_code == 201, r.text
                 ids.append(r.json()["id"])
-            yield Service(base, client, up, *ids)
+            yield Service(base, client, up, *ids, data_dir=tmp / "data")
 
 
 @pytest.fixture(scope="session")

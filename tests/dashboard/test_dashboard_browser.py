@@ -7,6 +7,11 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from store import jobs
+from store.db import session_scope
+from store.metrics import write_metrics, write_protocol
+from store.settings import Settings
+
 # Per series of the uPlot instance that draws a chart: [label, points that are not null].
 SERIES = """
 const u = window.sagan && window.sagan.charts[arguments[0]];
@@ -293,4 +298,42 @@ def test_stored_datasets_are_listed_and_offered_in_the_start_form(
     assert text(browser, f"{row} td:nth-child(2)") == "ready"
     assert "7" in text(browser, f"{row} td:nth-child(3)")  # 7 images in 2 classes
     Select(browser.find_element(By.ID, "dataset-select")).select_by_value(dataset["id"])
+    # What the service will choose for the fields left empty, and why, before the job starts.
+    note = "#defaults-note"
+    wait(browser, lambda d: "7 images at 32 px" in (text(d, note) or ""), 30, "the defaults")
+    assert text(browser, note).startswith("will use preset tiny: CPU workers, 7 images at 32 px")
+    Select(browser.find_element(By.NAME, "preset")).select_by_visible_text("paper")
+    wait(browser, lambda d: text(d, note) == "preset paper (yours)", 30, "an explicit preset")
     shoot("datasets")
+
+
+def test_a_warning_is_a_badge_and_scores_show_their_protocol(dashboard_service, browser, shoot):
+    """What a worker writes (sagan_core.collapse's warning, an evaluation's score and protocol),
+    put in the service's own database here: no Inception weights and no collapsing run needed."""
+    svc = dashboard_service
+    svc.wait_finished()
+    job = svc.other
+    warning = "not learning: class 3 ('3'): 20 near-identical samples (variety 0.05 of real)"
+    protocol = {
+        "metrics": ["fid"], "feature_extractor": "torch-fidelity inception-v3-compat",
+        "weights_sha256": "6726825d0af5f729", "generated": 5000, "generator": "G_ema",
+        "truncation": None, "seed": 0, "resolution": 32, "resizer": "bilinear to 299x299",
+        "reference": {"dataset": "digits", "key": "digits-r32-train", "split": "train",
+                      "count": 1797},
+    }  # fmt: skip
+    with session_scope(Settings(data_dir=svc.data_dir)) as session:
+        jobs.add_event(session, job, jobs.WARNING, warning)
+        write_metrics(session, job, [("fid", 20, 31.25)])
+        write_protocol(session, job, 20, protocol)
+    open_page(browser, svc.base, f"job={job}")
+    badge = f"tr[data-id='{job}'] .badge.warn"
+    wait(browser, lambda d: js(d, COUNT, badge) == 1, 60, "the warning badge")
+    assert js(browser, f'return document.querySelector("{badge}").title') == warning
+    wait(browser, lambda d: text(d, "#job-warning") == warning, 60, "the warning on the page")
+    row = "#scores-table tr"
+    wait(browser, lambda d: js(d, COUNT, row) == 1, 60, "the scores table")
+    cells = js(browser, TEXTS, f"{row} td")
+    assert cells[:2] == ["step 20", "FID 31.25"]
+    assert "5,000 generated (G_ema, seed 0)" in cells[2] and "1,797 train images" in cells[2]
+    assert "6726825d0af5f729" in cells[2]
+    shoot("scores")
