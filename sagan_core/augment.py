@@ -64,12 +64,14 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 
 def color(x: torch.Tensor) -> torch.Tensor:
     """DiffAugment's brightness (+-0.5), saturation (x0..2) and contrast (x0.5..1.5) per image."""
+    # float32 draws whatever x's dtype: the random stream is the same under bf16 autocast
     B = x.shape[0]
-    x = x + (torch.rand(B, 1, 1, 1, dtype=x.dtype, device=x.device) - 0.5)
+    r = torch.rand(3, B, 1, 1, 1, device=x.device).to(x.dtype)
+    x = x + (r[0] - 0.5)
     mean = x.mean(dim=1, keepdim=True)  # (B, 1, H, W): the grey of each pixel
-    x = (x - mean) * (torch.rand(B, 1, 1, 1, dtype=x.dtype, device=x.device) * 2) + mean
+    x = (x - mean) * (r[1] * 2) + mean
     mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
-    return (x - mean) * (torch.rand(B, 1, 1, 1, dtype=x.dtype, device=x.device) + 0.5) + mean
+    return (x - mean) * (r[2] + 0.5) + mean
 
 
 TRANSFORMS = {"translation": translation, "color": color, "cutout": cutout}

@@ -123,12 +123,13 @@ def _train(args: argparse.Namespace) -> int:
         gpu = resolve_device(cfg.device).type == "cuda"
         choice = choose_preset(gpu, BUILTIN_IMAGES.get(cfg.dataset), cfg.resolution)
         cfg.preset = choice.preset
-        print(f"preset {choice.preset}: {choice.reason}", file=sys.stderr)
     run_dir = args.run_dir or Path("runs") / cfg.dataset
     resume = newest_checkpoint_file(run_dir) if args.resume else None
     if args.resume and resume is None:
         print(f"no checkpoint in {run_dir / 'checkpoints'}; starting fresh", file=sys.stderr)
     dataset = build_dataset(cfg.resolved())
+    if "preset" not in values:  # said once the data is there: an error stays one line
+        print(f"preset {cfg.preset}: {choice.reason}", file=sys.stderr)
     evaluator = None
     if cfg.eval_every:
         from .evaluate import DirectoryStatsCache, make_training_evaluator

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .arch import G_ARCH, PRESET_CH, Z_MODES, attention_channels
+from .arch import COARSE_NATIVE, G_ARCH, PRESET_CH, TINY_COARSE_CH, Z_MODES, attention_channels
 
 # "stored": a dataset kept by the service (POST /datasets), named by dataset_id.
 DATASETS = (
@@ -39,6 +39,8 @@ PATHS = ("plain", "fast")
 AUGMENT_POLICIES = ("translation", "color", "cutout")
 # Datasets whose class count is fixed; num_classes may be left out or must match.
 FIXED_CLASSES = {"digits": 10, "color_shapes": 6, "cifar10": 10, "cifar100": 100}
+# The detail of built-in data sets stored at a larger resolution (digits are 8x8, upsampled).
+NATIVE_RESOLUTION = {"digits": 8}
 NEEDS_DATA_ROOT = ("cifar10", "cifar100", "folder", "packed")
 # Datasets that can fetch themselves (torchvision) into data_root when download=true.
 DOWNLOADABLE = ("cifar10", "cifar100")
@@ -238,7 +240,7 @@ class TrainConfig:
     eval_every: int = 0
     # class_accuracy and variety (sagan_core.variety) of G_ema every this many steps and at the
     # end; None: every VARIETY_LOGS log lines when the data set is small enough to judge cheaply
-    # (sagan_core.variety.judged_by_default: in memory, <= 100 classes, <= 20,000 images), else
+    # (sagan_core.variety.judged_by_default: <= 100 classes, 20,000 images, 64 MB of pixels), else
     # off; 0: off.
     variety_every: int | None = None
     eval_samples: int = TRAINING_EVAL_SAMPLES
@@ -428,6 +430,8 @@ class TrainConfig:
         if out.preset is None:
             out.preset = "tiny" if out.dataset == "digits" else "paper"
         ch = PRESET_CH[out.preset].get(out.resolution, 64)
+        if out.preset == "tiny" and NATIVE_RESOLUTION.get(out.dataset, 32) <= COARSE_NATIVE:
+            ch = min(ch, TINY_COARSE_CH)  # digits: 8x8 upsampled, ch 4 is enough and faster
         out.g_ch = out.g_ch if out.g_ch is not None else ch
         out.d_ch = out.d_ch if out.d_ch is not None else ch
         if out.num_classes is None:

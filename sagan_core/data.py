@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .archive import IMAGE_SUFFIXES
-from .config import TrainConfig
+from .config import NATIVE_RESOLUTION, TrainConfig
 from .distributed import Ranks, shard
 from .errors import DatasetError
 from .packed import PackedFormatError, PackedWriter
@@ -99,7 +99,7 @@ def _digits(cfg: TrainConfig) -> ImageDataset:
         images=x.contiguous(),
         labels=torch.from_numpy(digits.target).long(),
         class_names=[str(i) for i in range(10)],
-        native_resolution=8,
+        native_resolution=NATIVE_RESOLUTION["digits"],
     )
 
 

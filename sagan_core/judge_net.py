@@ -78,11 +78,13 @@ class ImageClassifier:
     ) -> ImageClassifier:
         """Fit on uint8 (N, C, R, R) images and their labels (N,)."""
         size = min(int(images.shape[-1]), MAX_SIZE)
-        net = ConvClassifier(1 if grey else images.shape[1], num_classes)
-        me = cls(net, size, grey)
-        x, y = me.inputs(images), labels.long()
+        # Everything random here, the network's initial weights too, draws from a forked RNG: a
+        # trainer that fits its judge gets the same weights as one that finds it cached.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            net = ConvClassifier(1 if grey else images.shape[1], num_classes)
+            me = cls(net, size, grey)
+            x, y = me.inputs(images), labels.long()
             opt = torch.optim.Adam(net.parameters(), lr=LR)
             steps = EPOCHS * max(1, (len(x) + BATCH - 1) // BATCH)
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)

@@ -22,11 +22,12 @@ an unbiased estimate of the expected distance between two independent draws), so
 samples per class are compared fairly with a class's hundreds of real images; 20 give the
 per-class figure to about +-10%.
 
-Which datasets are judged (`judged_by_default`): images held in memory as a tensor (not a packed
-memmap), at most `MAX_CLASSES` classes and at most `MAX_IMAGES` images, so that fitting the judge
-takes seconds (digits: ~1 s). Others (CIFAR's 50,000 images, packed files) are judged only when
-asked for, on a seeded subset of `MAX_IMAGES` images. Judges are cached per process by a
-fingerprint of the data, so a process that trains several runs on one dataset fits it once.
+Which datasets are judged (`judged_by_default`): built-in or stored (a packed memmap), at most
+`MAX_CLASSES` classes, `MAX_IMAGES` images and `MAX_JUDGED_BYTES` of pixels, so that fitting the
+judge takes seconds (digits: ~1 s with pixels; coloured shapes ~8 s with the CNN). Others (CIFAR's
+50,000 images) are judged only when asked for, on a seeded subset of `MAX_IMAGES` images. Judges
+are cached per process by a fingerprint of the data, so a process that trains several runs on one
+dataset fits it once.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from .sample import eval_mode, latents, to_uint8
 
 MAX_CLASSES = 100
 MAX_IMAGES = 20_000
+# A data set judged by default is read whole into memory once (a stored one from its memmap):
+# 64 MB of pixels is 20,000 images at 32 px, 1,300 at 128 px.
+MAX_JUDGED_BYTES = 64 * 2**20
 MAX_FEATURE_SIZE = 16  # features are at most 16x16 (x3 for colour): 768 numbers
 REAL_PER_CLASS = 1000  # real images per class for the reference distances (a seeded subset)
 HELD_OUT = 0.2  # share of the real images kept out of the judge's fit to measure its accuracy
@@ -60,10 +64,11 @@ CNN_BELOW = 0.9
 
 def judged_by_default(dataset) -> bool:  # noqa: ANN001  (a sagan_core.data.ImageDataset)
     """The rule for turning the judge on when the config leaves `variety_every` out."""
+    pixels = int(np.prod(dataset.images.shape))  # uint8: one byte each
     return (
-        isinstance(dataset.images, torch.Tensor)
-        and dataset.num_classes <= MAX_CLASSES
+        dataset.num_classes <= MAX_CLASSES
         and len(dataset) <= MAX_IMAGES
+        and pixels <= MAX_JUDGED_BYTES
     )
 
 

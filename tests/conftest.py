@@ -60,6 +60,7 @@ ALONE = (
     "tests/core/test_distributed.py",  # two CPU processes per run (#15)
     # a `sagan up` of its own (SQLite, its own port and data dir; no shared Redis or moto)
     "tests/service/test_readme_walkthrough.py",
+    "tests/service/test_colour_quality.py",  # a `sagan up` training a colour set for minutes
 )
 
 

@@ -250,7 +250,7 @@ def test_make_evaluator_reuses_statistics_between_calls(extractor, tmp_path):
     G = TinyGenerator()
     first = evaluator(100, G)
     second = evaluator(200, G)
-    assert type(first) is dict and math.isfinite(first["fid"])
+    assert isinstance(first, dict) and math.isfinite(first["fid"]) and first.protocol
     assert len(cache.puts) == 1 and cache.hits == 1
     assert second == first
 

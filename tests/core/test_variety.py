@@ -9,6 +9,7 @@ from sagan_core.collapse import CollapseWatch
 from sagan_core.config import TrainConfig
 from sagan_core.data import ImageDataset, build_dataset
 from sagan_core.judge_net import ImageClassifier
+from sagan_core.shapes import make_shapes
 from sagan_core.trainer import Trainer, TrainerCallbacks
 from sagan_core.variety import VarietyJudge, judged_by_default, mean_pairwise_distance
 
@@ -120,12 +121,14 @@ def _dataset(n, classes, images=None):
 
 
 def test_which_datasets_are_judged_by_default(digits):
-    assert judged_by_default(digits)  # 1,797 images, 10 classes, in memory
+    assert judged_by_default(digits)  # 1,797 images, 10 classes
     assert judged_by_default(_dataset(200, 100))
     assert not judged_by_default(_dataset(202, 101))  # too many classes
     assert not judged_by_default(_dataset(20_001, 10))  # too many images (CIFAR-10 has 50,000)
-    memmap = np.zeros((20, 3, 8, 8), dtype=np.uint8)
-    assert not judged_by_default(_dataset(20, 2, images=memmap))  # a packed file
+    packed = np.zeros((20, 3, 8, 8), dtype=np.uint8)  # a stored data set's memmap
+    assert judged_by_default(_dataset(20, 2, images=packed))  # small: judged like a built-in one
+    big = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (600, 3, 256, 256), (0,) * 4)
+    assert not judged_by_default(_dataset(600, 2, images=big))  # 118 MB of pixels to hold
 
 
 class Metrics(TrainerCallbacks):
@@ -233,3 +236,17 @@ def test_collapse_watch_warns_when_samples_ignore_their_class_and_not_when_healt
     assert "samples do not follow the class asked for" in warning and "since step 700" in warning
     quiet = CollapseWatch(digits.class_names, steps=1000, per_class=20)
     assert all(quiet.check(s, healthy) == [] for s in range(100, 1100, 100))
+
+
+def test_fitting_a_cnn_judge_leaves_the_trainers_random_state_alone(tmp_path):
+    images, labels, names = make_shapes(per_class=30, seed=99)  # a set no other test judged
+    shapes = ImageDataset(
+        "shapes-99", torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels), names
+    )
+    fitted = Trainer(small(dataset="color_shapes"), tmp_path / "a", dataset=shapes)
+    assert isinstance(fitted.judge.classifier, ImageClassifier)  # fitted here: a CNN
+    cached = Trainer(small(dataset="color_shapes"), tmp_path / "b", dataset=shapes)
+    assert cached.judge is fitted.judge
+    b = cached.G.state_dict()
+    for name, a in fitted.G.state_dict().items():
+        assert torch.equal(a, b[name]), name
