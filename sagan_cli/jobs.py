@@ -471,12 +471,33 @@ def jobs_metrics(
         if json_:
             echo(fmt.as_json(api.get_json(path, max_points=max_points, **query)))
             return
-        series = api.get_json(path, max_points=1, **query)["series"]
+        body = api.get_json(path, max_points=1, **query)
+    series = body["series"]
     rows = [
         [name, points[-1][0], fmt.number(points[-1][1])] if points else [name, "-", "-"]
         for name, points in sorted(series.items())
     ]
     echo(fmt.table(["METRIC", "STEP", "LAST"], rows, right=frozenset({1, 2})) if rows else "(none)")
+    if body.get("protocols"):  # how the last scores were measured: compare FIDs only when equal
+        last = body["protocols"][-1]
+        echo(f"scores of step {last['step']} measured with: {protocol_line(last['protocol'])}")
+
+
+def protocol_line(p: dict) -> str:
+    """One line of a score protocol (sagan_core.evaluate.protocol)."""
+    ref = p.get("reference") or {}
+    data = ref.get("dataset") or ref.get("key")
+    if ref.get("content_hash"):
+        data = f"{data} {ref.get('dataset_id')} (sha256 {ref['content_hash'][:12]})"
+    trunc = f", truncation {p['truncation']}" if p.get("truncation") is not None else ""
+    line = (
+        f"{p.get('generated', 0):,} generated ({p.get('generator')}, seed {p.get('seed')}{trunc}) "
+        f"vs {ref.get('count', 0):,} {ref.get('split', '')} images of {data}; "
+        f"{p.get('feature_extractor')} {p.get('weights_sha256')}; {p.get('resolution')} px"
+    )
+    if p.get("intra_fid"):
+        line += f"; intra-FID over classes {', '.join(map(str, p['intra_fid']['classes']))}"
+    return line
 
 
 # `submit` is what MLflow and Determined users type; it is `create` (gh's word), unlisted.

@@ -24,7 +24,7 @@ def test_cpu_workers_get_the_tiny_preset_and_the_data_sets_augmentation(embedded
     client = embedded.client
     job = _train(client, dataset="color_shapes")
     config = job["config"]
-    assert (config["preset"], config["g_ch"], config["steps"]) == ("tiny", 4, 2000)
+    assert (config["preset"], config["g_ch"], config["steps"]) == ("tiny", 8, 2000)  # colour detail
     assert (config["diff_augment"], config["ada_target"]) == (ADA_POLICY, 0.6)
     assert job["defaults_note"] == (
         "preset tiny: CPU workers, 1,200 images at 32 px (paper would take about a day); "

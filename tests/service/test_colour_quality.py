@@ -52,8 +52,10 @@ def test_default_job_on_a_stored_colour_dataset_draws_each_class_in_many_ways(tm
     images, labels, names = make_shapes(resolution=32, per_class=200, seed=1)  # not the built-in
     with ProcessGroup(tmp_path) as group:
         port = free_port()
+        # One thread, as tests/core/test_quality.py: beside the rest of the suite on 2 cores, two
+        # OpenMP threads spend their time waiting for each other (10 s a step instead of 0.5).
         up = group.start(["up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
-                         service_env(), "up")  # fmt: skip
+                         service_env(OMP_NUM_THREADS="1"), "up")  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, up, timeout=120)
         with httpx.Client(base_url=base, timeout=120, headers=AUTH) as client:

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from random_inception import save_random_inception
 
 from api.app import create_app
+from sagan_cli.jobs import protocol_line
 from sagan_core.evaluate.protocol import RESIZER
 from store import reset_caches
 from store.checkpoints import job_models
@@ -169,3 +170,8 @@ def test_scores_carry_the_protocol_they_were_measured_under(service, tmp_path: P
     assert after["intra_fid"]["classes"] == [0, 3]
     same = ("feature_extractor", "weights_sha256", "reference", "resolution", "resizer", "seed")
     assert {k: after[k] for k in same} == {k: during[4][k] for k in same}
+    # `sagan jobs metrics` says it in one line under the table
+    assert protocol_line(after) == (
+        "100 generated (G_ema, seed 0) vs 40 train images of digits; torch-fidelity "
+        f"inception-v3-compat {after['weights_sha256']}; 32 px; intra-FID over classes 0, 3"
+    )
