@@ -36,24 +36,34 @@ def parse_policy(policy: str | None) -> tuple[str, ...]:
     return names
 
 
-def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+def _draw(rows: torch.Tensor | None, n: int, draw):  # noqa: ANN001, ANN202
+    """`draw(n)` random values for a global batch of n images; this rank's rows of them."""
+    values = draw(n)
+    return values if rows is None else values[rows]
+
+
+def translation(
+    x: torch.Tensor, ratio: float = 0.125, rows: torch.Tensor | None = None, n: int | None = None
+) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H, W), each image shifted by its own offset in [-r*H, r*H]."""
     B, _, H, W = x.shape
     sh, sw = int(H * ratio + 0.5), int(W * ratio + 0.5)
-    dy = torch.randint(-sh, sh + 1, (B, 1), device=x.device)
-    dx = torch.randint(-sw, sw + 1, (B, 1), device=x.device)
-    rows = (torch.arange(H, device=x.device) + dy).clamp(0, H - 1)  # (B, H)
-    cols = (torch.arange(W, device=x.device) + dx).clamp(0, W - 1)  # (B, W)
-    x = x.gather(2, rows[:, None, :, None].expand(-1, x.shape[1], -1, W))  # rows
-    return x.gather(3, cols[:, None, None, :].expand(-1, x.shape[1], H, -1))  # then columns
+    dy = _draw(rows, n or B, lambda k: torch.randint(-sh, sh + 1, (k, 1), device=x.device))
+    dx = _draw(rows, n or B, lambda k: torch.randint(-sw, sw + 1, (k, 1), device=x.device))
+    ys = (torch.arange(H, device=x.device) + dy).clamp(0, H - 1)  # (B, H)
+    xs = (torch.arange(W, device=x.device) + dx).clamp(0, W - 1)  # (B, W)
+    x = x.gather(2, ys[:, None, :, None].expand(-1, x.shape[1], -1, W))  # rows
+    return x.gather(3, xs[:, None, None, :].expand(-1, x.shape[1], H, -1))  # then columns
 
 
-def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+def cutout(
+    x: torch.Tensor, ratio: float = 0.5, rows: torch.Tensor | None = None, n: int | None = None
+) -> torch.Tensor:
     """(B, C, H, W) with one (r*H, r*W) square per image set to 0, its centre anywhere."""
     B, _, H, W = x.shape
     ch, cw = int(H * ratio + 0.5), int(W * ratio + 0.5)
-    cy = torch.randint(0, H + (1 - ch % 2), (B, 1), device=x.device)
-    cx = torch.randint(0, W + (1 - cw % 2), (B, 1), device=x.device)
+    cy = _draw(rows, n or B, lambda k: torch.randint(0, H + (1 - ch % 2), (k, 1), device=x.device))
+    cx = _draw(rows, n or B, lambda k: torch.randint(0, W + (1 - cw % 2), (k, 1), device=x.device))
     ys = torch.arange(H, device=x.device)  # (H,)
     xs = torch.arange(W, device=x.device)  # (W,)
     in_y = (ys >= cy - ch // 2) & (ys < cy - ch // 2 + ch)  # (B, H)
@@ -62,11 +72,11 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * keep[:, None].to(x.dtype)
 
 
-def color(x: torch.Tensor) -> torch.Tensor:
+def color(x: torch.Tensor, rows: torch.Tensor | None = None, n: int | None = None) -> torch.Tensor:
     """DiffAugment's brightness (+-0.5), saturation (x0..2) and contrast (x0.5..1.5) per image."""
     # float32 draws whatever x's dtype: the random stream is the same under bf16 autocast
-    B = x.shape[0]
-    r = torch.rand(3, B, 1, 1, 1, device=x.device).to(x.dtype)
+    r = _draw(rows, n or x.shape[0], lambda k: torch.rand(k, 3, 1, 1, 1, device=x.device))
+    r = r.to(x.dtype).unbind(1)  # 3 x (B, 1, 1, 1)
     x = x + (r[0] - 0.5)
     mean = x.mean(dim=1, keepdim=True)  # (B, 1, H, W): the grey of each pixel
     x = (x - mean) * (r[1] * 2) + mean
@@ -78,18 +88,25 @@ TRANSFORMS = {"translation": translation, "color": color, "cutout": cutout}
 
 
 def diff_augment(
-    x: torch.Tensor, policy: tuple[str, ...], p: torch.Tensor | None = None
+    x: torch.Tensor,
+    policy: tuple[str, ...],
+    p: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
+    n: int | None = None,
 ) -> torch.Tensor:
     """Apply the policy's transforms in order; an empty policy returns x itself. With `p` (a
     0-d tensor), each transform reaches each image with probability p (the others pass as they
-    are); None: every image, every transform."""
+    are); None: every image, every transform. With `rows`, x is those rows of a global batch of
+    `n` images (one rank's share): the random draws are the global batch's, so N ranks augment
+    exactly as one process of the whole batch does."""
+    device, count = x.device, n or x.shape[0]
     for name in policy:
-        moved = TRANSFORMS[name](x)
+        moved = TRANSFORMS[name](x, rows=rows, n=n)
         if p is None:
             x = moved
         else:
-            hit = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p  # (B, 1, 1, 1)
-            x = torch.where(hit, moved, x)
+            u = _draw(rows, count, lambda k: torch.rand(k, 1, 1, 1, device=device))
+            x = torch.where(u < p, moved, x)  # (B, 1, 1, 1) mask
     return x
 
 
@@ -112,8 +129,11 @@ class AdaptiveAugment:
         self.adaptive = bool(policy) and self.target > 0
         self.p = torch.zeros((), device=device)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.policy, self.p if self.adaptive else None)
+    def __call__(
+        self, x: torch.Tensor, rows: torch.Tensor | None = None, n: int | None = None
+    ) -> torch.Tensor:
+        """x augmented; with `rows`, x is those rows of a global batch of n (see diff_augment)."""
+        return diff_augment(x, self.policy, self.p if self.adaptive else None, rows, n)
 
     @torch.no_grad()
     def update(self, real_sign: torch.Tensor, images: int) -> None:

@@ -168,3 +168,13 @@ class Discriminator(_Attending):
         h = F.relu(h).sum(dim=(2, 3))  # (B, C)
         projection = (self.embed(y) * h).sum(dim=1) * self.class_weight  # (B,); x * 1 is x
         return self.linear(h).squeeze(1) + projection  # (B,)
+
+
+def attention_gamma_metrics(G: nn.Module, D: nn.Module) -> dict[str, float]:
+    """`gamma_g`, `gamma_d` (or `gamma_g/<layer>` where a network attends at several layers)."""
+    out = {}
+    for prefix, model in (("gamma_g", G), ("gamma_d", D)):
+        gammas = model.attention_gammas()
+        for name, value in gammas.items():
+            out[prefix if len(gammas) == 1 else f"{prefix}/{name}"] = value
+    return out

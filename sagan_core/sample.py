@@ -211,3 +211,13 @@ def attention_png(image: torch.Tensor, amap: torch.Tensor, query: tuple[int, int
     buf = io.BytesIO()
     Image.fromarray(panel.numpy()).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def class_rows_png(G: torch.nn.Module, class_names: list, per_row: int = 8) -> bytes:
+    """A training run's sample grid: up to ten classes (rows, spread over the range, named),
+    `per_row` samples each from seed 0."""
+    n = len(class_names)
+    rows = sorted({round(i * (n - 1) / 9) for i in range(10)}) if n > 10 else range(n)
+    classes = [c for c in rows for _ in range(per_row)]
+    names = [str(class_names[c]) for c in rows]
+    return grid_png(sample(G, classes, len(classes), seed=0), per_row, row_labels=names)

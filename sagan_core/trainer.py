@@ -35,9 +35,9 @@ from .ema import ema_update, ema_update_foreach
 from .finite import FiniteWatch
 from .flops import step_flops
 from .losses import d_hinge_loss, g_hinge_loss, mode_seeking_term
-from .models import Discriminator, Generator
+from .models import Discriminator, Generator, attention_gamma_metrics
 from .recipe import fill_augmentation
-from .sample import grid_png, sample
+from .sample import class_rows_png
 from .variety import DEFAULT_PER_CLASS, VarietyJudge, judged_by_default
 
 # Fields that must match between a checkpoint and the config resuming it (they shape weights).
@@ -206,6 +206,15 @@ class Trainer:
         part = shard(B, self.ranks)
         return z[part], y[part]  # (B, Z), (B,)
 
+    def _rows(self, parts: int) -> tuple[torch.Tensor | None, int | None]:
+        """This rank's rows of a global batch of `parts` concatenated parts ([real; fake]), and
+        its size: augmentation draws for the global batch, as `_latent` does (None alone)."""
+        if self.ranks is None:
+            return None, None
+        n = self.config.batch_size * self.ranks.world_size
+        part = torch.arange(n, device=self.device)[shard(self.config.batch_size, self.ranks)]
+        return torch.cat([part + k * n for k in range(parts)]), parts * n
+
     def train_step(self) -> dict[str, torch.Tensor]:
         """d_steps discriminator updates, then one generator update; returns detached statistics."""
         cfg, G, D = self.config, self.G_step, self.D
@@ -220,7 +229,7 @@ class Trainer:
             with torch.no_grad(), self.autocast:
                 x_fake = G(z, y_fake)  # (B, 3, R, R)
             with self.autocast:
-                x = self.augment(torch.cat([x_real, x_fake]))  # (2B, 3, R, R)
+                x = self.augment(torch.cat([x_real, x_fake]), *self._rows(2))  # (2B, 3, R, R)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits = self.D_update(x, torch.cat([y_real, y_fake])).float()
@@ -236,7 +245,7 @@ class Trainer:
             y_fake = torch.cat([y_fake[:half], y_fake[:half], y_fake[2 * half :]])
         with self.autocast:
             x_fake = G(z, y_fake)  # (B, 3, R, R)
-            g_logits = self.D_step(self.augment(x_fake), y_fake).float()
+            g_logits = self.D_step(self.augment(x_fake, *self._rows(1)), y_fake).float()
         g_loss = g_hinge_loss(g_logits)
         loss = g_loss
         stats = {}
@@ -343,7 +352,7 @@ class Trainer:
                 if self.compile_seconds is not None and not self._compile_reported:
                     metrics["compile_s"] = self.compile_seconds
                     self._compile_reported = True
-                metrics.update(self._gamma_metrics())
+                metrics.update(attention_gamma_metrics(self.G, self.D))
                 world = self.ranks.world_size if self.ranks is not None else 1
                 metrics["images_per_s"] = (
                     window * cfg.batch_size * cfg.d_steps * world / max(elapsed, 1e-9)
@@ -419,14 +428,6 @@ class Trainer:
 
     # -- reporting ----------------------------------------------------------------------------
 
-    def _gamma_metrics(self) -> dict[str, float]:
-        out = {}
-        for prefix, model in (("gamma_g", self.G), ("gamma_d", self.D)):
-            gammas = model.attention_gammas()
-            for name, value in gammas.items():
-                out[prefix if len(gammas) == 1 else f"{prefix}/{name}"] = value
-        return out
-
     def _variety_due(self, step: int, final: bool) -> bool:
         every = self.config.variety_every
         return bool(self.judge and every and (step % every == 0 or final))
@@ -442,13 +443,7 @@ class Trainer:
         self.callbacks.on_metrics(step, metrics)
 
     def _samples(self, step: int) -> None:
-        n = self.config.num_classes  # up to ten classes (rows), spread over the range
-        rows = sorted({round(i * (n - 1) / 9) for i in range(10)}) if n > 10 else range(n)
-        per_row = 8
-        classes = [c for c in rows for _ in range(per_row)]
-        names = [str(self.dataset.class_names[c]) for c in rows]
-        png = grid_png(sample(self.G_ema, classes, len(classes), seed=0), per_row, row_labels=names)
-        self.callbacks.on_samples(step, png)
+        self.callbacks.on_samples(step, class_rows_png(self.G_ema, self.dataset.class_names))
 
     def _save(self, tags: set[str]) -> Path:
         """Save the current state; keep only this, the previous latest's successor and the best."""

@@ -96,10 +96,20 @@ def one_process_step(tmp_path, cfg: TrainConfig) -> dict:
     return {"stats": stats, "g": grads(trainer.G), "d": grads(trainer.D), "bn": bn_stats(trainer.G)}
 
 
-@pytest.mark.parametrize("z_mode", ["input", "hierarchical"])
-def test_two_ranks_of_half_the_batch_take_the_step_of_one_process_with_sync_bn(tmp_path, z_mode):
-    one = one_process_step(tmp_path, config(batch_size=8, z_mode=z_mode))
-    ranks = two_rank_step(tmp_path, config(batch_size=4, gpus=2, sync_bn=True, z_mode=z_mode))
+# Augmentation always on (p = 1): each rank draws the global batch's transforms and keeps its rows.
+AUGMENTED = {"diff_augment": "translation,color,cutout", "ada_target": 0.0}
+
+
+@pytest.mark.parametrize(
+    "z_mode, augment", [("input", {}), ("hierarchical", {}), ("input", AUGMENTED)]
+)
+def test_two_ranks_of_half_the_batch_take_the_step_of_one_process_with_sync_bn(
+    tmp_path, z_mode, augment
+):
+    one = one_process_step(tmp_path, config(batch_size=8, z_mode=z_mode, **augment))
+    ranks = two_rank_step(
+        tmp_path, config(batch_size=4, gpus=2, sync_bn=True, z_mode=z_mode, **augment)
+    )
     for got in ranks:
         assert got["synced"]
         for name in ("d_loss", "g_loss", "d_real", "d_fake"):  # the global batch's means
