@@ -15,8 +15,9 @@ from api.config_schema import document_train_config
 from api.deps import Services
 from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
-from api.routes import dashboard, datasets, health, jobs, models
+from api.routes import aliases, dashboard, datasets, health, jobs, models
 from sagan_core.config import shown
+from store.aliases import AliasNotFound
 from store.checkpoints import ModelNotFound
 from store.datasets import DatasetNotFound
 from store.jobs import InvalidTransition, JobNotFound, QuotaExceeded
@@ -81,6 +82,10 @@ async def _model_not_found(request: Request, exc: ModelNotFound) -> JSONResponse
     return JSONResponse({"detail": f"model {exc.args[0]!r} not found"}, status_code=404)
 
 
+async def _alias_not_found(request: Request, exc: AliasNotFound) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
 async def _dataset_not_found(request: Request, exc: DatasetNotFound) -> JSONResponse:
     return JSONResponse({"detail": f"dataset {exc.args[0][:64]!r} not found"}, status_code=404)
 
@@ -125,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(InvalidField, _invalid_field)
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(ModelNotFound, _model_not_found)
+    app.add_exception_handler(AliasNotFound, _alias_not_found)
     app.add_exception_handler(DatasetNotFound, _dataset_not_found)
     app.add_exception_handler(QuotaExceeded, _quota_exceeded)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
@@ -141,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(aliases.router)
     app.include_router(datasets.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")

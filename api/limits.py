@@ -24,6 +24,7 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import OwnerDep
+from store.aliases import ALIAS_RE
 from store.jobs import JobNotFound
 
 MAX_BODY_SETTING = "SAGAN_MAX_BODY_BYTES"
@@ -188,10 +189,14 @@ async def _checked_job_id(
 
 
 async def _checked_model_id(
-    model_id: Annotated[str, Path(description="a model id: 32 lowercase hex digits")],
+    model_id: Annotated[
+        str,
+        Path(description="a model id (32 lowercase hex digits) or `@alias`, one of your aliases"),
+    ],
     _caller: OwnerDep,
 ) -> str:
-    if not ID_RE.fullmatch(model_id):
+    alias = model_id.startswith("@") and ALIAS_RE.fullmatch(model_id[1:])
+    if not (ID_RE.fullmatch(model_id) or alias):
         # api.routes.models.owned_model answers a missing model the same way.
         raise HTTPException(404, f"model {_shown(model_id)!r} not found")
     return model_id

@@ -255,6 +255,19 @@ class ModelOut(BaseModel):
     checkpoint_id: str
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    aliases: list[str] = Field(
+        default_factory=list, description="your aliases of this model: `@alias` names it too"
+    )
+
+
+class AliasOut(BaseModel):
+    alias: str
+    model_id: str
+    updated_at: UtcDatetime
+
+
+class AliasList(BaseModel):
+    items: list[AliasOut]
 
 
 class ModelList(BaseModel):

@@ -288,7 +288,10 @@ class Api:
                 return
 
     def resolve_id(self, what: str, given: str) -> str:
-        """A full id, or a unique prefix of one of the caller's jobs or models."""
+        """A full id, or a unique prefix of one of the caller's jobs or models; a model may
+        also be named `@alias` (the service resolves it)."""
+        if what == "model" and given.strip().startswith("@"):
+            return given.strip()
         prefix = given.strip().lower()
         if ID_RE.fullmatch(prefix):
             return prefix

@@ -57,20 +57,21 @@ def models_list(
             m["resolution"],
             m["num_classes"],
             fmt.age(m.get("updated_at")),
+            " ".join("@" + a for a in m.get("aliases") or []),
         ]
         for m in items
     ]
-    headers = ["ID", "JOB", "TAG", "STEP", "RES", "CLASSES", "UPDATED"]
+    headers = ["ID", "JOB", "TAG", "STEP", "RES", "CLASSES", "UPDATED", "ALIASES"]
     echo(fmt.table(headers, rows, right=frozenset({3, 4, 5, 6})))
 
 
 @models_app.command("show")
 @handled
 def models_show(
-    model_id: Annotated[str, typer.Argument(help="A model id, or a unique prefix of one.")],
+    model_id: Annotated[str, typer.Argument(help="A model id, a unique prefix of one, or @alias.")],
     json_: JsonFlag = False,
 ) -> None:
-    """One model: its job, tag, step, resolution and class names."""
+    """One model: its job, tag, step, resolution, class names and aliases."""
     with connect() as api:
         m = api.get_json(f"/models/{api.resolve_id('model', model_id)}")
     if json_:
@@ -88,6 +89,7 @@ def models_show(
                 ("resolution", f"{m['resolution']} px"),
                 ("classes", f"{m['num_classes']}\n{classes}" if classes else m["num_classes"]),
                 ("checkpoint", m.get("checkpoint_id")),
+                ("aliases", " ".join("@" + a for a in m.get("aliases") or []) or None),
                 ("updated", fmt.when(m.get("updated_at"))),
             ]
         )
@@ -118,7 +120,7 @@ def _png(api: Api, path: str, params: dict, output: Path, what: str) -> None:
 @models_app.command("samples")
 @handled
 def models_samples(
-    model_id: Annotated[str, typer.Argument(help="A model id, or a unique prefix of one.")],
+    model_id: Annotated[str, typer.Argument(help="A model id, a unique prefix of one, or @alias.")],
     cls: Annotated[
         str, typer.Option("--class", "-c", help="A class index (0-based) or class name.")
     ],
@@ -143,7 +145,7 @@ def models_samples(
 @models_app.command("attention")
 @handled
 def models_attention(
-    model_id: Annotated[str, typer.Argument(help="A model id, or a unique prefix of one.")],
+    model_id: Annotated[str, typer.Argument(help="A model id, a unique prefix of one, or @alias.")],
     cls: Annotated[
         str, typer.Option("--class", "-c", help="A class index (0-based) or class name.")
     ],
@@ -171,7 +173,7 @@ def _filename(disposition: str | None) -> str | None:
 @models_app.command("download")
 @handled
 def models_download(
-    model_id: Annotated[str, typer.Argument(help="A model id, or a unique prefix of one.")],
+    model_id: Annotated[str, typer.Argument(help="A model id, a unique prefix of one, or @alias.")],
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Where to write (default: the service's file name)."),
@@ -220,3 +222,38 @@ def _save_stream(response: Any, target: Path) -> int:
         part.unlink(missing_ok=True)
         raise
     return size
+
+
+@models_app.command("alias")
+@handled
+def models_alias(
+    model_id: Annotated[str, typer.Argument(help="A model id, a unique prefix, or @alias.")],
+    alias: Annotated[str, typer.Argument(help="Your name for it, e.g. best-digits.")],
+) -> None:
+    """Point an alias at a model (made, or moved): `@alias` then names it everywhere."""
+    with connect() as api:
+        mid = api.resolve_id("model", model_id)
+        a = api.request("PUT", f"/models/{mid}/aliases/{alias.lstrip('@')}").json()
+    echo(f"@{a['alias']} -> model {a['model_id']}")
+
+
+@models_app.command("unalias")
+@handled
+def models_unalias(alias: Annotated[str, typer.Argument(help="The alias to remove.")]) -> None:
+    """Remove an alias (the model stays)."""
+    with connect() as api:
+        api.request("DELETE", f"/aliases/{alias.lstrip('@')}")
+    echo(f"@{alias.lstrip('@')} removed")
+
+
+@models_app.command("aliases")
+@handled
+def models_aliases(json_: JsonFlag = False) -> None:
+    """Your aliases and the models they name."""
+    with connect() as api:
+        items = api.get_json("/aliases")["items"]
+    if json_:
+        echo(fmt.as_json(items))
+        return
+    rows = [["@" + a["alias"], a["model_id"], fmt.age(a.get("updated_at"))] for a in items]
+    echo(fmt.table(["ALIAS", "MODEL", "UPDATED"], rows) if rows else "(no aliases)")

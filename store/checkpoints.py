@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.jobs import ACTIVE
-from store.models import Checkpoint, Job, Model
+from store.models import Checkpoint, Job, Model, ModelAlias
 
 MODEL_TAGS = ("latest", "best")
 
@@ -92,7 +92,13 @@ class ModelNotFound(LookupError):
 
 
 def owned_model(session: Session, owner: str, model_id: str) -> Model:
-    """The owner's model; someone else's is reported exactly like a missing one."""
+    """The owner's model by id or `@alias` (store.aliases); someone else's is reported exactly
+    like a missing one."""
+    if model_id.startswith("@"):
+        alias = session.get(ModelAlias, (owner, model_id[1:]))
+        if alias is None:
+            raise ModelNotFound(model_id)
+        model_id = alias.model_id
     model = session.get(Model, model_id)
     if model is None or model.owner != owner:
         raise ModelNotFound(model_id)

@@ -150,6 +150,22 @@ class Model(Base):
     )
 
 
+class ModelAlias(Base):
+    """A user's name for one of their models (MLflow's and W&B's registry aliases): every model
+    route takes `@alias` where it takes an id."""
+
+    __tablename__ = "model_aliases"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("models.id", ondelete="CASCADE"), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
 class Worker(Base):
     """A live worker process: it beats its row while it runs and removes it when it stops."""
 

@@ -22,6 +22,7 @@ from api.sampling import (
 from api.schemas import CheckpointUrl, ModelList, ModelOut
 from sagan_core.classes import ClassError, resolve_class
 from store import checkpoints
+from store.aliases import list_aliases
 from store.checkpoints import owned_model
 from store.models import Model
 from store.storage import StorageError
@@ -39,8 +40,17 @@ UNREADABLE_503: Responses = {
 SAMPLE_CACHE_CONTROL = "private, no-cache"
 
 
-def model_out(model: Model) -> ModelOut:
-    return ModelOut.model_validate(model, from_attributes=True)
+def model_out(model: Model, aliases: list[str] | None = None) -> ModelOut:
+    out = ModelOut.model_validate(model, from_attributes=True)
+    out.aliases = sorted(aliases or [])
+    return out
+
+
+def _aliases_by_model(session: SessionDep, owner: str) -> dict[str, list[str]]:
+    by_model: dict[str, list[str]] = {}
+    for row in list_aliases(session, owner):
+        by_model.setdefault(row.model_id, []).append(row.alias)
+    return by_model
 
 
 def _png_response(
@@ -75,13 +85,16 @@ def list_models(
     """The caller's models (each job's `latest` and `best` generator), most recently updated
     first."""
     rows, total = checkpoints.list_models(session, owner, job_id, tag, limit, offset)
-    return ModelList(items=[model_out(m) for m in rows], total=total, limit=limit, offset=offset)
+    aliases = _aliases_by_model(session, owner)
+    items = [model_out(m, aliases.get(m.id)) for m in rows]
+    return ModelList(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{model_id}", response_model=ModelOut, summary="Read a model", responses=NO_MODEL_404)
 def read_model(model_id: ModelIdPath, session: SessionDep, owner: OwnerDep) -> ModelOut:
     """The model's job, tag, step, resolution and class names."""
-    return model_out(owned_model(session, owner, model_id))
+    model = owned_model(session, owner, model_id)
+    return model_out(model, [a.alias for a in list_aliases(session, owner, model.id)])
 
 
 @router.get(

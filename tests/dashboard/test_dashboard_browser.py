@@ -307,7 +307,9 @@ def test_stored_datasets_are_listed_and_offered_in_the_start_form(
     shoot("datasets")
 
 
-def test_a_warning_is_a_badge_and_scores_show_their_protocol(dashboard_service, browser, shoot):
+def test_a_warning_is_a_badge_scores_show_their_protocol_and_models_their_aliases(
+    dashboard_service, browser, shoot
+):
     """What a worker writes (sagan_core.collapse's warning, an evaluation's score and protocol),
     put in the service's own database here: no Inception weights and no collapsing run needed."""
     svc = dashboard_service
@@ -325,6 +327,8 @@ def test_a_warning_is_a_badge_and_scores_show_their_protocol(dashboard_service, 
         jobs.add_event(session, job, jobs.WARNING, warning)
         write_metrics(session, job, [("fid", 20, 31.25)])
         write_protocol(session, job, 20, protocol)
+    latest = svc.client.get(f"/jobs/{job}").json()["latest_model_id"]
+    assert svc.client.put(f"/models/{latest}/aliases/shown-here").status_code == 200
     open_page(browser, svc.base, f"job={job}")
     badge = f"tr[data-id='{job}'] .badge.warn"
     wait(browser, lambda d: js(d, COUNT, badge) == 1, 60, "the warning badge")
@@ -336,4 +340,6 @@ def test_a_warning_is_a_badge_and_scores_show_their_protocol(dashboard_service, 
     assert cells[:2] == ["step 20", "FID 31.25"]
     assert "5,000 generated (G_ema, seed 0)" in cells[2] and "1,797 train images" in cells[2]
     assert "6726825d0af5f729" in cells[2]
+    # The model's aliases beside it in the samples explorer
+    wait(browser, lambda d: "@shown-here" in "".join(js(d, TEXTS, "#model option")), 60, "alias")
     shoot("scores")

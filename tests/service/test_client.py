@@ -156,6 +156,23 @@ def test_models_samples_writes_a_png(service: Service, trained: tuple) -> None:
     assert bad.returncode == 1 and "error: class 10 out of range" in bad.stderr
 
 
+def test_models_alias_names_a_model_in_every_command(service: Service, trained: tuple) -> None:
+    job_id, _ = trained
+    model = json.loads(sagan(service, "models", "list", "--job", job_id[:8], "--json").stdout)[0]
+    made = sagan(service, "models", "alias", model["id"][:8], "first-run")
+    assert made.returncode == 0 and made.stdout.strip() == f"@first-run -> model {model['id']}"
+    assert "@first-run" in sagan(service, "models", "show", "@first-run").stdout
+    assert "@first-run" in sagan(service, "models", "list").stdout
+    target = service.home / "out" / "aliased.png"
+    out = sagan(service, "models", "samples", "@first-run", "--class", "3", "-o", str(target))
+    assert out.returncode == 0 and target.stat().st_size > 0, out.stderr
+    listed = sagan(service, "models", "aliases").stdout
+    assert "@first-run" in listed and model["id"] in listed
+    assert sagan(service, "models", "unalias", "first-run").returncode == 0
+    gone = sagan(service, "models", "show", "@first-run")
+    assert gone.returncode == 1 and "model '@first-run' not found" in gone.stderr
+
+
 def test_continue_a_finished_job_from_its_checkpoint_and_watch_it(
     service: Service, trained: tuple
 ) -> None:
