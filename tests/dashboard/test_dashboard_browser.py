@@ -340,6 +340,9 @@ def test_a_warning_is_a_badge_scores_show_their_protocol_and_models_their_aliase
     assert cells[:2] == ["step 20", "FID 31.25"]
     assert "5,000 generated (G_ema, seed 0)" in cells[2] and "1,797 train images" in cells[2]
     assert "6726825d0af5f729" in cells[2]
+    title = "const u = window.sagan.charts.fid; return u && u.root.querySelector('.u-title')"
+    title += ".textContent"
+    wait(browser, lambda d: "5,000 generated" in (js(d, title) or ""), 60, "the FID chart's count")
     # The model's aliases beside it in the samples explorer
     wait(browser, lambda d: "@shown-here" in "".join(js(d, TEXTS, "#model option")), 60, "alias")
     shoot("scores")
