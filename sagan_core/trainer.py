@@ -98,7 +98,8 @@ class Trainer:
             self.dataset, cfg.batch_size, self.device, self.data_gen, ranks=self.ranks
         )
         # D's augmentation (none: images unchanged), with ADA's p when ada_target is on
-        self.augment = AdaptiveAugment(parse_policy(cfg.diff_augment), cfg.ada_target, self.device)
+        policy = parse_policy(cfg.diff_augment)
+        self.augment = AdaptiveAugment(policy, cfg.ada_target, self.device, cfg.seed)
         # The path (issue #14): "plain" is the eager fp32 unfused reference, "fast" the default
         # on CUDA: compiled G and D, fused (CUDA) or foreach (CPU) Adam, the EMA by foreach ops,
         # padded attention for the fused kernels, losses kept on the device between log lines,

@@ -115,6 +115,17 @@ def test_trainer_fills_the_recipe_from_the_data_and_resumes_with_its_p(tmp_path)
     finally:
         torch.use_deterministic_algorithms(False)
     a, b = load_checkpoint(straight.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
-    assert a["augment"] == b["augment"]
+    assert a["augment"]["p"] == b["augment"]["p"]
+    assert torch.equal(a["augment"]["rng"], b["augment"]["rng"])  # its own stream, resumed
     for k in a["G"]:
         assert torch.equal(a["G"][k], b["G"][k]), k
+
+
+def test_augmentation_draws_from_its_own_stream_not_z_s(tmp_path):
+    """Turning ADA on moves neither z's nor the data's random streams: while p stays 0 the run
+    takes the steps it would take without augmentation."""
+    a = Trainer(_config(diff_augment="", ada_target=0.0), tmp_path / "a").train_step()
+    ada = Trainer(_config(), tmp_path / "b")  # (a trainer seeds torch's RNG: one at a time)
+    assert ada.augment.adaptive and float(ada.augment.p) == 0.0
+    b = ada.train_step()  # p is 0 during the first step
+    assert float(a["d_loss"]) == float(b["d_loss"]) and float(a["g_loss"]) == float(b["g_loss"])
