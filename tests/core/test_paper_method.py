@@ -295,12 +295,12 @@ def test_evaluation_and_training_samples_use_the_ema_generator(tmp_path, path, m
         note("eval", G)
         return {"fid": 1.0}
 
-    def spy_sample(G, *args, **kwargs):
+    def spy_grid(G, *args, **kwargs):  # the training run's sample grid
         note("sample", G)
-        return real_sample(G, *args, **kwargs)
+        return real_grid(G, *args, **kwargs)
 
-    real_sample = trainer_module.sample
-    monkeypatch.setattr(trainer_module, "sample", spy_sample)
+    real_grid = trainer_module.class_rows_png
+    monkeypatch.setattr(trainer_module, "class_rows_png", spy_grid)
     cfg = tiny_config(path, steps=3, eval_every=2, sample_every=2)
     t = built_trainer(cfg, tmp_path, evaluator=evaluator)
     t.run()
