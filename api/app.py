@@ -15,7 +15,7 @@ from api.config_schema import document_train_config
 from api.deps import Services
 from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
-from api.routes import aliases, dashboard, datasets, health, jobs, models
+from api.routes import aliases, dashboard, datasets, defaults, health, jobs, models
 from sagan_core.config import shown
 from store.aliases import AliasNotFound
 from store.checkpoints import ModelNotFound
@@ -145,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         uploads={"/datasets": app.state.services.settings.max_dataset_bytes},
     )
     app.include_router(health.router)
+    app.include_router(defaults.router)  # before jobs: /jobs/defaults is not a job id
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(aliases.router)

@@ -19,7 +19,7 @@ from sagan_cli.client import (
     Api,
     ClientError,
 )
-from sagan_cli.output import Interval, JobIdArg, JsonFlag, connect, echo, handled
+from sagan_cli.output import Interval, JobIdArg, JsonFlag, connect, echo, handled, protocol_line
 from sagan_cli.watch import TERMINAL_EXIT, JobWatcher
 from sagan_core.config import parse_assignments
 
@@ -481,23 +481,6 @@ def jobs_metrics(
     if body.get("protocols"):  # how the last scores were measured: compare FIDs only when equal
         last = body["protocols"][-1]
         echo(f"scores of step {last['step']} measured with: {protocol_line(last['protocol'])}")
-
-
-def protocol_line(p: dict) -> str:
-    """One line of a score protocol (sagan_core.evaluate.protocol)."""
-    ref = p.get("reference") or {}
-    data = ref.get("dataset") or ref.get("key")
-    if ref.get("content_hash"):
-        data = f"{data} {ref.get('dataset_id')} (sha256 {ref['content_hash'][:12]})"
-    trunc = f", truncation {p['truncation']}" if p.get("truncation") is not None else ""
-    line = (
-        f"{p.get('generated', 0):,} generated ({p.get('generator')}, seed {p.get('seed')}{trunc}) "
-        f"vs {ref.get('count', 0):,} {ref.get('split', '')} images of {data}; "
-        f"{p.get('feature_extractor')} {p.get('weights_sha256')}; {p.get('resolution')} px"
-    )
-    if p.get("intra_fid"):
-        line += f"; intra-FID over classes {', '.join(map(str, p['intra_fid']['classes']))}"
-    return line
 
 
 # `submit` is what MLflow and Determined users type; it is `create` (gh's word), unlisted.

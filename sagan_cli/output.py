@@ -163,3 +163,20 @@ def handled(fn: Callable) -> Callable:
 
 def connect(timeout: float = 30.0) -> Api:
     return Api(resolve_credentials(), timeout=timeout)
+
+
+def protocol_line(p: dict) -> str:
+    """One line of a score protocol (sagan_core.evaluate.protocol)."""
+    ref = p.get("reference") or {}
+    data = ref.get("dataset") or ref.get("key")
+    if ref.get("content_hash"):
+        data = f"{data} {ref.get('dataset_id')} (sha256 {ref['content_hash'][:12]})"
+    trunc = f", truncation {p['truncation']}" if p.get("truncation") is not None else ""
+    line = (
+        f"{p.get('generated', 0):,} generated ({p.get('generator')}, seed {p.get('seed')}{trunc}) "
+        f"vs {ref.get('count', 0):,} {ref.get('split', '')} images of {data}; "
+        f"{p.get('feature_extractor')} {p.get('weights_sha256')}; {p.get('resolution')} px"
+    )
+    if p.get("intra_fid"):
+        line += f"; intra-FID over classes {', '.join(map(str, p['intra_fid']['classes']))}"
+    return line

@@ -41,9 +41,10 @@ def test_every_route_but_health_and_the_page_needs_a_token(embedded):
     anonymous = TestClient(embedded.client.app)
     routes = _routes(embedded.client.app)
     # POST/GET /jobs, a job, its cancel, continue, events, metrics, sample grids, a grid; models,
-    # a model, samples, attention, checkpoint; POST/GET /datasets, register, GET/DELETE a dataset:
-    # a new route joins this list, and the test, by itself.
-    assert len(routes) == 19, routes
+    # a model, samples, attention, checkpoint; POST/GET /datasets, register, GET/DELETE a dataset;
+    # GET /jobs/defaults; PUT an alias, GET /aliases, DELETE an alias: a new route joins this list,
+    # and the test, by itself.
+    assert len(routes) == 23, routes
     for method, path in routes:
         r = anonymous.request(method, path)
         assert r.status_code == 401, (method, path, r.text)

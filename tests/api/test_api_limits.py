@@ -97,9 +97,12 @@ def test_huge_values_of_2_to_31_minus_1_are_refused_by_the_operator_limit(embedd
 
 
 def test_preset_filled_values_are_checked_too(embedded):
-    # The paper preset fills batch_size 64: over an operator limit of 16 though the user gave none.
+    # The preset fills batch_size (tiny, chosen for CPU workers: 32; paper: 64): over an operator
+    # limit of 16 though the user gave none.
     client = _client_with(embedded, max_batch_size=16)
     r = _post(embedded, {"dataset": "synthetic", "steps": 10}, client=client)
+    assert "config.batch_size: must be <= 16 (got 32)" in _refused(r, "batch_size")
+    r = _post(embedded, {"dataset": "synthetic", "steps": 10, "preset": "paper"}, client=client)
     assert "config.batch_size: must be <= 16 (got 64)" in _refused(r, "batch_size")
 
 

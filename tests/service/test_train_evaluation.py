@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from random_inception import save_random_inception
 
 from api.app import create_app
-from sagan_cli.jobs import protocol_line
+from sagan_cli.output import protocol_line
 from sagan_core.evaluate.protocol import RESIZER
 from store import reset_caches
 from store.checkpoints import job_models
