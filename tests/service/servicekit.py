@@ -85,7 +85,10 @@ def service_env(**overrides: str) -> dict[str, str]:
         SAGAN_WORKER_DEVICE="cpu",
         SAGAN_HEARTBEAT_SECONDS="1",
         SAGAN_ADMIN_TOKEN=ADMIN_TOKEN,
-        OMP_NUM_THREADS="2",
+        # One OpenMP thread: `make test` runs its two halves side by side on 2 cores, and two
+        # OpenMP threads beside other work wait for each other (a training step 10x slower,
+        # measured in #22), which made the 300-step fault tests miss their 400 s.
+        OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
