@@ -35,13 +35,18 @@ def write_metrics(session: Session, job_id: str, rows: Iterable[tuple[str, int, 
         set_={"value": stmt.excluded.value, "at": stmt.excluded.at},
     )
     session.execute(stmt)
+    _bump_metrics_version(session, job_id)
+    return len(values)
+
+
+def _bump_metrics_version(session: Session, job_id: str) -> None:
+    """Readers key cached series by it: every write of metrics or protocols changes it."""
     session.execute(
         update(Job)
         .where(Job.id == job_id)
         .values(metrics_version=Job.metrics_version + 1)
         .execution_options(synchronize_session=False)
     )
-    return len(values)
 
 
 # Downsampling, here and in read_metrics' SQL alike: a series of n points (in step order) with
@@ -163,12 +168,7 @@ def write_protocol(session: Session, job_id: str, step: int, protocol: dict) -> 
         session.add(ScoreProtocol(job_id=job_id, step=step, protocol=protocol))
     else:
         row.protocol, row.at = protocol, utcnow()
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(metrics_version=Job.metrics_version + 1)
-        .execution_options(synchronize_session=False)
-    )
+    _bump_metrics_version(session, job_id)
 
 
 def read_protocols(session: Session, job_id: str) -> list[tuple[int, dict]]:
