@@ -15,13 +15,14 @@ from api.config_schema import document_train_config
 from api.deps import Services
 from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
-from api.routes import aliases, dashboard, datasets, defaults, health, jobs, models
+from api.routes import aliases, dashboard, datasets, defaults, health, jobs, models, sweeps
 from sagan_core.config import shown
 from store.aliases import AliasNotFound
 from store.checkpoints import ModelNotFound
 from store.datasets import DatasetNotFound
 from store.jobs import InvalidTransition, JobNotFound, QuotaExceeded
 from store.settings import Settings, get_settings
+from store.sweeps import SweepNotFound
 
 log = logging.getLogger(__name__)
 LOCATIONS = ("body", "query", "path", "header", "cookie")
@@ -86,6 +87,10 @@ async def _alias_not_found(request: Request, exc: AliasNotFound) -> JSONResponse
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+async def _sweep_not_found(request: Request, exc: SweepNotFound) -> JSONResponse:
+    return JSONResponse({"detail": f"sweep {exc.args[0]!r} not found"}, status_code=404)
+
+
 async def _dataset_not_found(request: Request, exc: DatasetNotFound) -> JSONResponse:
     return JSONResponse({"detail": f"dataset {exc.args[0][:64]!r} not found"}, status_code=404)
 
@@ -121,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "jobs", "description": "training and evaluation jobs"},
             {"name": "models", "description": "trained generators: samples, checkpoints"},
             {"name": "datasets", "description": "stored datasets: upload, pack, list, delete"},
+            {"name": "sweeps", "description": "hyperparameter searches whose trials are jobs"},
             {"name": "health", "description": "liveness and readiness probes"},
         ],
     )
@@ -132,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ModelNotFound, _model_not_found)
     app.add_exception_handler(AliasNotFound, _alias_not_found)
     app.add_exception_handler(DatasetNotFound, _dataset_not_found)
+    app.add_exception_handler(SweepNotFound, _sweep_not_found)
     app.add_exception_handler(QuotaExceeded, _quota_exceeded)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
     app.add_exception_handler(DataError, nul_in_stored_text)
@@ -150,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(aliases.router)
     app.include_router(datasets.router)
+    app.include_router(sweeps.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

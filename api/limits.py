@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import OwnerDep
 from store.aliases import ALIAS_RE
 from store.jobs import JobNotFound
+from store.sweeps import SweepNotFound
 
 MAX_BODY_SETTING = "SAGAN_MAX_BODY_BYTES"
 MAX_UPLOAD_SETTING = "SAGAN_MAX_DATASET_BYTES"
@@ -204,3 +205,15 @@ async def _checked_model_id(
 
 JobIdPath = Annotated[str, Depends(_checked_job_id)]
 ModelIdPath = Annotated[str, Depends(_checked_model_id)]
+
+
+async def _checked_sweep_id(
+    sweep_id: Annotated[str, Path(description="a sweep id: 32 lowercase hex digits")],
+    _caller: OwnerDep,
+) -> str:
+    if not ID_RE.fullmatch(sweep_id):
+        raise SweepNotFound(_shown(sweep_id))  # answered like any missing sweep
+    return sweep_id
+
+
+SweepIdPath = Annotated[str, Depends(_checked_sweep_id)]

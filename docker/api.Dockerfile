@@ -12,6 +12,7 @@ RUN pip install -c constraints.txt --index-url https://download.pytorch.org/whl/
 COPY pyproject.toml README.md alembic.ini ./
 COPY sagan_core sagan_core
 COPY store store
+COPY sweeps sweeps
 COPY api api
 COPY worker worker
 COPY sagan_cli sagan_cli

@@ -22,6 +22,7 @@ RUN pip install -c constraints.txt torch torchvision
 COPY pyproject.toml README.md alembic.ini ./
 COPY sagan_core sagan_core
 COPY store store
+COPY sweeps sweeps
 COPY api api
 COPY worker worker
 COPY sagan_cli sagan_cli

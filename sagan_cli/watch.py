@@ -15,7 +15,7 @@ from sagan_cli.client import (
 )
 from sagan_cli.output import echo
 
-TERMINAL_EXIT = {"succeeded": 0, "failed": 1, "cancelled": 2}
+TERMINAL_EXIT = {"succeeded": 0, "failed": 1, "cancelled": 2, "pruned": 3}
 STEP_METRICS = ("d_loss", "g_loss", "images_per_s", "fid", "is")
 
 

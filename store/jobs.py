@@ -1,12 +1,14 @@
 """The job state machine: the one place that writes jobs.state, each move a guarded UPDATE.
 
-queued -> running -> succeeded | failed | cancelled
+queued -> running -> succeeded | failed | cancelled | pruned
 queued -> cancelled
 running -> cancelling -> cancelled (or succeeded/failed if the run ends first)
 running -> queued (release_job: the worker shut down or lost its database; the retry resumes)
 running -> queued | failed (lose_worker: the worker stopped heartbeating; failed once it has been
                             lost max_attempts times, so a job that kills its worker stops)
 cancelling -> cancelled (lose_worker while cancelling)
+running -> pruned (a sweep's trial its pruner stopped early: it ended well, at a checkpoint, and
+                   lost to the others; sweeps/)
 
 A job stays queued until a worker claims it: the database is the outbox, and a broker message is
 only a wake-up call (unclaimed_queued lists the jobs to send again).
@@ -24,10 +26,10 @@ from sqlalchemy.orm import Session
 from store.models import Checkpoint, Job, JobEvent, utcnow
 
 QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+SUCCEEDED, FAILED, CANCELLED, PRUNED = "succeeded", "failed", "cancelled", "pruned"
+STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED, PRUNED)
 ACTIVE = (QUEUED, RUNNING, CANCELLING)
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED, PRUNED)
 KINDS = ("train", "evaluate", "pack")  # pack: a stored dataset made ready (worker)
 WARNING = "warning"  # the event kind of a "not learning" warning (sagan_core.collapse)
 WORKER_LOST = "worker_lost"  # the event kind of each loss; their count is the retry budget spent
@@ -115,6 +117,8 @@ def create_job(
     idempotency_key: str | None = None,
     max_active: int | None = None,
     defaults_note: str | None = None,
+    sweep_id: str | None = None,
+    trial_number: int | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an idempotency key already used by this owner, return that job.
 
@@ -137,6 +141,8 @@ def create_job(
         model_id=model_id,
         idempotency_key=idempotency_key,
         defaults_note=defaults_note,
+        sweep_id=sweep_id,
+        trial_number=trial_number,
         state=QUEUED,
     )
     session.add(job)
@@ -149,7 +155,8 @@ def create_job(
         if existing is None:
             raise
         return existing, False
-    _event(session, job.id, None, QUEUED, f"{kind} job created")
+    made = f"trial {trial_number} of sweep {sweep_id}" if sweep_id else f"{kind} job"
+    _event(session, job.id, None, QUEUED, f"{made} created")
     if defaults_note:
         add_event(session, job.id, "info", defaults_note)
     return job, True

@@ -179,3 +179,39 @@ def read_protocols(session: Session, job_id: str) -> list[tuple[int, dict]]:
         .order_by(ScoreProtocol.step)
     )
     return [(int(step), dict(protocol)) for step, protocol in rows]
+
+
+def latest_of_jobs(
+    session: Session, job_ids: Sequence[str], name: str
+) -> dict[str, tuple[int, float]]:
+    """The newest (step, value) of metric `name` of each of `job_ids` that has one: a sweep's
+    trials' objective, in one query."""
+    if not job_ids:
+        return {}
+    newest = (
+        select(Metric.job_id, func.max(Metric.step).label("step"))
+        .where(Metric.job_id.in_(list(job_ids)), Metric.name == name)
+        .group_by(Metric.job_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Metric.job_id, Metric.step, Metric.value)
+        .join(newest, (Metric.job_id == newest.c.job_id) & (Metric.step == newest.c.step))
+        .where(Metric.name == name)
+    )
+    return {job_id: (step, value) for job_id, step, value in rows}
+
+
+def values_at(session: Session, job_ids: Sequence[str], name: str) -> dict[str, list[tuple]]:
+    """Every (step, value) of metric `name` of each job, by step: a sweep's objective curves."""
+    out: dict[str, list[tuple[int, float]]] = {j: [] for j in job_ids}
+    if not job_ids:
+        return out
+    rows = session.execute(
+        select(Metric.job_id, Metric.step, Metric.value)
+        .where(Metric.job_id.in_(list(job_ids)), Metric.name == name)
+        .order_by(Metric.job_id, Metric.step)
+    )
+    for job_id, step, value in rows:
+        out[job_id].append((step, value))
+    return out

@@ -1,4 +1,5 @@
-"""Tables: jobs, their events and metrics, checkpoints, models (trained generators), datasets."""
+"""Tables: jobs, their events and metrics, checkpoints, models (trained generators), datasets,
+sweeps."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_owner_state_created", "owner", "state", "created_at"),
+        UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -49,6 +51,11 @@ class Job(Base):
     continued_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
     continued_from_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # A trial of a sweep: the sweep and the trial's number in its Optuna study.
+    sweep_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("sweeps.id", name="fk_jobs_sweep_id"), nullable=True, index=True
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # What the service chose for fields the job left out, and why ("preset tiny: CPU workers,
     # 1,200 images at 32 px; ..."); None when the caller chose everything.
     defaults_note: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -69,6 +76,38 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class Sweep(Base):
+    """A hyperparameter search (sweeps/): its checked spec, its state, the best trial so far.
+    Its trials are train jobs (jobs.sweep_id); its Optuna study lives in Optuna's own tables
+    (sweeps.study). `lease_until` and `pokes` let one process at a time advance it."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (Index("ix_sweeps_owner_created", "owner", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(128), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="running")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    trials: Mapped[int] = mapped_column(Integer, nullable=False)
+    parallel: Mapped[int] = mapped_column(Integer, nullable=False)
+    metric: Mapped[str] = mapped_column(String(64), nullable=False)
+    direction: Mapped[str] = mapped_column(String(8), nullable=False)
+    promote: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    best_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    best_trial: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    best_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it waits, if it does
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    pokes: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobEvent(Base):

@@ -125,6 +125,14 @@ class Settings(BaseSettings):
         None, description="A bootstrap admin token (user 'admin') for the distributed deployment"
     )
     max_active_jobs: int = Field(20, description="Queued + running jobs per owner; past it, 429")
+    max_sweep_trials: int = Field(
+        100, ge=1, le=10_000, description="Trials one sweep may run (POST /sweeps); past it, 422"
+    )
+    sweep_storage_url: str | None = Field(
+        None,
+        description="Where the sweeps' Optuna studies live; default beside the service's tables "
+        "(PostgreSQL: the database's `optuna` schema; SQLite: <name>.optuna.db beside it)",
+    )
     checkpoint_url_seconds: int = Field(
         300, description="Lifetime of a presigned checkpoint download URL"
     )

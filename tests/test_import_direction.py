@@ -16,8 +16,9 @@ SERVICE_LIBRARIES = {
     "boto3", "botocore", "pydantic", "pydantic_settings", "uvicorn", "typer", "httpx",
 }  # fmt: skip
 FORBIDDEN = {
-    "sagan_core": {"api", "worker", "store", "sagan_cli"} | SERVICE_LIBRARIES,
-    "store": {"api", "worker", "sagan_cli"},
+    "sagan_core": {"api", "worker", "store", "sweeps", "sagan_cli", "optuna"} | SERVICE_LIBRARIES,
+    "store": {"api", "worker", "sweeps", "sagan_cli"},
+    "sweeps": {"api", "worker", "sagan_cli"},
     "api": {"worker", "sagan_cli"},
     "worker": {"api", "sagan_cli"},
 }

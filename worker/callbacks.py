@@ -19,6 +19,7 @@ from store.outages import call_through_outages
 from store.sample_grids import sample_grid_key
 from store.settings import Settings
 from store.storage import Storage
+from sweeps.pruning import TrialReporter
 from worker.liveness import JobLiveness
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class JobCallbacks(TrainerCallbacks):
         resolution: int,
         class_names: list[str],
         last_checkpoint_step: int | None = None,
+        reporter: TrialReporter | None = None,
     ):
         self.job_id = job_id
         self.worker = worker
@@ -78,7 +80,9 @@ class JobCallbacks(TrainerCallbacks):
         self.liveness = liveness
         self.resolution = resolution
         self.class_names = list(class_names)
-        self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost"
+        self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost" | "pruned"
+        self.reporter = reporter  # a sweep's trial: its objective goes to the sweep's pruner
+        self.prune_reason: str | None = None
         self.last_checkpoint_step = last_checkpoint_step
         self.images_per_s: float | None = None
         self.rate = SmoothedRate()
@@ -98,6 +102,13 @@ class JobCallbacks(TrainerCallbacks):
                 write_metrics(session, self.job_id, rows)
 
         self._retried(f"metrics of step {step}", write)
+        reporter = self.reporter
+        if reporter is not None and reporter.metric in metrics and self.prune_reason is None:
+            value = metrics[reporter.metric]
+            self.prune_reason = self._retried(
+                f"report of {reporter.metric} at step {step} to its sweep",
+                lambda: reporter.report(step, value),
+            )
         if "images_per_s" in metrics:  # the job's rate (its ETA): smoothed over windows
             self.images_per_s = self.liveness.images_per_s = self.rate.add(metrics["images_per_s"])
 
@@ -180,5 +191,8 @@ class JobCallbacks(TrainerCallbacks):
             return True
         if self.liveness.state == jobs.CANCELLING:
             self.stop_reason = "cancel"
+            return True
+        if self.prune_reason is not None:
+            self.stop_reason = "pruned"
             return True
         return False

@@ -17,6 +17,7 @@ from typing import TypeVar
 from store import jobs
 from store.checkpoints import resume_checkpoint
 from store.db import session_scope
+from store.models import Sweep
 from store.outages import call_through_outages
 from store.queue import send_or_note
 from store.settings import Settings
@@ -93,7 +94,11 @@ def claim(settings: Settings, job_id: str, worker: str, kind: str) -> dict | Non
             jobs.finish_job(session, job_id, jobs.FAILED, f"a {kind} task got a {job.kind} job")
             return None
         ckpt = resume_checkpoint(session, job)  # its own newest, or the one it continues
+        sweep = session.get(Sweep, job.sweep_id) if job.sweep_id else None
         return {
+            "sweep_id": job.sweep_id,
+            "trial_number": job.trial_number,
+            "sweep_spec": dict(sweep.spec) if sweep is not None else None,
             "config": dict(job.config),
             "model_id": job.model_id,
             "attempts": job.attempts,

@@ -8,7 +8,10 @@
   are busy and will reach them, and a full queue never grows with copies. A duplicate message
   costs nothing (claims are idempotent).
 
-Both run in a thread of `sagan up` and `sagan api` every SAGAN_REAP_EVERY_SECONDS; several at once
+- advance_all (sweeps.driver): every running sweep is brought up to date (a trial that ended while
+  its worker could not tell the sweep, a driver that died holding the lease).
+
+All run in a thread of `sagan up` and `sagan api` every SAGAN_REAP_EVERY_SECONDS; several at once
 are harmless (every transition is guarded).
 """
 
@@ -26,6 +29,7 @@ from store.models import Job
 from store.queue import job_gpus, queue_length, send_or_note
 from store.settings import Settings
 from store.workers import remove_worker
+from sweeps.driver import advance_all
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +100,7 @@ def start_reaper_thread(
 
     def loop() -> None:
         while True:
-            for task in (reap_stale, dispatch_unclaimed):
+            for task in (reap_stale, dispatch_unclaimed, advance_all):
                 try:
                     task(settings)
                 except Exception:  # a database hiccup must not end the loop

@@ -22,6 +22,8 @@ from store.outages import call_through_outages, is_outage
 from store.queue import job_gpus
 from store.settings import Settings
 from store.storage import storage_from_settings
+from sweeps.driver import advance
+from sweeps.pruning import TrialReporter
 from worker import job_life
 from worker.callbacks import JobCallbacks
 from worker.datasets import stored_as_packed
@@ -89,8 +91,15 @@ def train_job(job_id: str, settings: Settings) -> str | None:
     row = job_life.claim(settings, job_id, worker, "train")
     if row is None:
         return None
-    with JobLiveness(settings, job_id, worker) as liveness:
-        return _train(job_id, settings, worker, row, liveness)
+    try:
+        with JobLiveness(settings, job_id, worker) as liveness:
+            return _train(job_id, settings, worker, row, liveness)
+    finally:
+        if row["sweep_id"]:  # the sweep starts its next trial now, not at the reaper's next pass
+            try:
+                advance(settings, row["sweep_id"])
+            except Exception as e:
+                log.warning("sweep %s: not advanced after job %s (%s)", row["sweep_id"], job_id, e)
 
 
 def _train(
@@ -148,6 +157,11 @@ def _train(
             resolution=cfg.resolution,
             class_names=list(dataset.class_names),
             last_checkpoint_step=last_checkpoint_step,
+            reporter=TrialReporter(
+                settings, row["sweep_id"], row["trial_number"], row["sweep_spec"]
+            )
+            if row["sweep_id"]
+            else None,
         )
         if cfg.gpus > 1:  # this process is rank 0: the callbacks stay here
             result = train_distributed(
@@ -185,6 +199,8 @@ def _train(
         return job_life.finish(settings, job_id, worker, jobs.SUCCEEDED)
     if callbacks.stop_reason == "cancel":
         return job_life.finish(settings, job_id, worker, jobs.CANCELLED)
+    if callbacks.stop_reason == "pruned":  # its checkpoint at this step is registered
+        return job_life.finish(settings, job_id, worker, jobs.PRUNED, callbacks.prune_reason)
     if callbacks.stop_reason == "shutdown":
         reason = f"worker shut down at step {result.step}"
         return job_life.release(settings, job_id, worker, reason, gpus=gpus)

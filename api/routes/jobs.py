@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROTECTED_RESPONSES)
 NO_JOB_404: Responses = {404: error("no such job (or another user's): `job '<id>' not found`")}
 
-StateName = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+StateName = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "pruned"]
 
 
 # -- helpers shared by the handlers ---------------------------------------------------------------
