@@ -300,7 +300,7 @@ class Api:
                 f"{what} id {given!r}: an id is 32 hex digits; give one, or a unique prefix of one",
                 hint=f"`sagan {what}s list` shows them",
             )
-        path = "/jobs" if what == "job" else "/models"
+        path = {"job": "/jobs", "model": "/models", "sweep": "/sweeps"}[what]
         found = [item for item in self.pages(path) if item["id"].startswith(prefix)]
         if not found:
             raise ClientError(

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from sagan_cli import datasets, jobs, login, models, tokens
+from sagan_cli import datasets, jobs, login, models, sweeps, tokens
 from sagan_cli.tokens import current_settings
 
 app = typer.Typer(
@@ -456,6 +456,7 @@ def bench(ctx: typer.Context) -> None:
 CLIENT_PANEL = "Client of a running service (SAGAN_URL, SAGAN_TOKEN or `sagan login`)"
 app.add_typer(jobs.jobs_app, name="jobs", rich_help_panel=CLIENT_PANEL)
 app.add_typer(models.models_app, name="models", rich_help_panel=CLIENT_PANEL)
+app.add_typer(sweeps.sweeps_app, name="sweeps", rich_help_panel=CLIENT_PANEL)
 app.command("login", rich_help_panel=CLIENT_PANEL)(login.login)
 app.command("logout", rich_help_panel=CLIENT_PANEL)(login.logout)
 datasets.register(app)  # datasets upload|list|show|delete

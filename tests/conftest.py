@@ -61,6 +61,9 @@ ALONE = (
     # a `sagan up` of its own (SQLite, its own port and data dir; no shared Redis or moto)
     "tests/service/test_readme_walkthrough.py",
     "tests/service/test_colour_quality.py",  # a `sagan up` training a colour set for minutes
+    # a `sagan up` of its own running a sweep of four trials (the distributed one shares Redis)
+    "tests/service/test_sweeps_e2e.py::"
+    "test_embedded_grid_prunes_the_clearly_worse_trials_and_promotes_the_best",
 )
 
 
@@ -77,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before -m selects by markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid.split("::")[0] in ALONE or _compiles(item):
+        if item.nodeid.split("::")[0] in ALONE or item.nodeid in ALONE or _compiles(item):
             item.add_marker(pytest.mark.alone)
 
 
@@ -144,7 +147,7 @@ def migrated_postgres_url(postgres_url: str) -> Iterator[str]:
         conn.execute(
             text(
                 "TRUNCATE jobs, job_events, metrics, checkpoints, models, workers, api_tokens, "
-                "datasets CASCADE"
+                "sweeps, datasets CASCADE"
             )
         )
     engine.dispose()

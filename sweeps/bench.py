@@ -1,0 +1,126 @@
+"""What successive halving saves: one sweep's trials run with the sweep's pruner, beside the same
+trials run to their end, in one run (issue #23's goal: at most half the steps, and the same best
+trial or one within 5% of it).
+
+    python -m sweeps.bench --trials 8 --steps 300 --every 50
+
+The trials are drawn once (the spec's sampler, its seed) and trained in this process by the core's
+Trainer on digits, one after another, in the same order in both arms; the halving arm asks the
+same pruner a sweep builds (sweeps.study.pruner) at each evaluation, as a trial's worker does.
+Training is deterministic per config, so a pruned trial's curve is a prefix of its full one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from typing import Any
+
+import optuna
+
+from sweeps import spec as specs
+from sweeps import study as studies
+
+
+def trial_run(config: dict[str, Any], on_value) -> tuple[list[tuple[int, float]], int]:  # noqa: ANN001
+    """Train `config`; `on_value(step, value)` True stops it. Returns its curve and steps run."""
+    from sagan_core.config import TrainConfig
+    from sagan_core.trainer import Trainer, TrainerCallbacks
+
+    curve: list[tuple[int, float]] = []
+    stop = {"now": False}
+
+    class Callbacks(TrainerCallbacks):
+        def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+            if METRIC in metrics:
+                curve.append((step, metrics[METRIC]))
+                stop["now"] = bool(on_value(step, metrics[METRIC]))
+
+        def should_stop(self, step: int) -> bool:
+            return stop["now"]
+
+    cfg = TrainConfig.from_dict({**config, "device": "cpu"})
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = Trainer(cfg, run_dir, [Callbacks()]).run()
+    return curve, result.step
+
+
+METRIC = "class_accuracy"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=50, help="steps between evaluations")
+    parser.add_argument("--min-steps", type=int, default=None, help="first rung (default every)")
+    parser.add_argument("--reduction", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    spec = specs.parse(
+        {
+            "base": {"dataset": "digits", "preset": "tiny", "steps": args.steps,
+                     "sample_every": 0, "checkpoint_every": 0, "log_every": args.every},
+            "space": {"lr_g": {"log_uniform": [1e-5, 3e-3]},
+                      "diversity_weight": {"choice": [0, 0.07, 0.3]}},
+            "sampler": "random",
+            "trials": args.trials,
+            "objective": {"metric": METRIC},
+            "prune": {"every": args.every, "min_steps": args.min_steps or args.every,
+                      "reduction": args.reduction},
+            "seed": args.seed,
+        },
+        max_trials=1000,
+    )  # fmt: skip
+    draws = optuna.create_study(direction=spec.direction, sampler=studies.sampler(spec, 0))
+    points = [draws.ask(studies.distributions(spec)).params for _ in range(spec.trials)]
+
+    arms: dict[str, dict] = {}
+    for arm, pruner in (("to the end", optuna.pruners.NopPruner()), ("halving", None)):
+        study = optuna.create_study(direction=spec.direction, pruner=pruner or studies.pruner(spec))
+        rows, spent, started = [], 0, time.perf_counter()
+        for params in points:
+            study.enqueue_trial(params)
+            trial = study.ask(studies.distributions(spec))
+
+            def on_value(step: int, value: float, trial=trial) -> bool:  # noqa: ANN001
+                trial.report(value, step)
+                return trial.should_prune()
+
+            curve, steps = trial_run(spec.trial_config(params), on_value)
+            spent += steps
+            pruned = steps < spec.base["steps"]
+            if pruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, curve[-1][1])
+            rows.append((trial.number, params, steps, curve[-1][1], pruned))
+            print(f"  {arm}: trial {trial.number} {params} -> {steps} steps, {METRIC} "
+                  f"{curve[-1][1]:.4f}{' (pruned)' if pruned else ''}", flush=True)  # fmt: skip
+        best = study.best_trial
+        arms[arm] = {"rows": rows, "spent": spent, "best": best.number, "value": best.value,
+                     "seconds": time.perf_counter() - started}  # fmt: skip
+
+    full, halving = arms["to the end"], arms["halving"]
+    print(f"\n{spec.trials} trials of {spec.base['steps']} steps on digits (tiny), objective "
+          f"{METRIC} ({spec.direction}), successive halving every {args.every} from step "
+          f"{spec.prune.min_steps}, reduction {spec.prune.reduction}\n")  # fmt: skip
+    print(f"{'arm':<12} {'steps spent':>12} {'share':>7} {'seconds':>8} {'best trial':>11} "
+          f"{METRIC:>15}")  # fmt: skip
+    for name, arm in arms.items():
+        share = arm["spent"] / full["spent"]
+        print(f"{name:<12} {arm['spent']:>12,} {share:>7.0%} {arm['seconds']:>8.0f} "
+              f"{arm['best']:>11} {arm['value']:>15.4f}")  # fmt: skip
+    gap = abs(halving["value"] - full["value"]) / max(abs(full["value"]), 1e-12)
+    same = halving["best"] == full["best"]
+    saved = "HOLDS" if halving["spent"] <= full["spent"] / 2 else "FAILS"
+    found = "the same trial" if same else f"trial {halving['best']}, not {full['best']}"
+    print(f"\nsteps: {halving['spent'] / full['spent']:.0%} of running every trial to the end "
+          f"(goal <= 50%: {saved}); best: {found}, {gap:.1%} from the full runs' best "
+          f"(goal <= 5%: {'HOLDS' if same or gap <= 0.05 else 'FAILS'})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
