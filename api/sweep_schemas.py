@@ -64,8 +64,10 @@ class SweepCreate(BaseModel):
         None, ge=1, description="trials to run (grid: the grid's size when left out; else 8)"
     )
     parallel: int = Field(1, ge=1, description="trials running at once")
-    objective: Objective | None = Field(
-        None, description="left out: fid where Inception weights exist, else variety"
+    objective: Objective | str | None = Field(
+        None,
+        description="a metric's name, or {metric, direction}; left out: fid where Inception "
+        "weights exist, else variety",
     )
     prune: PruneSpec | None = Field(None, description="successive halving; null: none")
     promote: str | None = Field(None, description="the alias the best trial's model gets")

@@ -136,6 +136,7 @@ def test_distributed_sweep_runs_two_trials_at_once_and_survives_a_killed_worker(
         job = client.get(f"/jobs/{victim['job_id']}").json()
         os.kill(int(job["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
         sweep, most = follow(client, sweep_id, 420, api, *workers)
+        assert most == 2  # two workers: both trials ran at once
         assert sweep["state"] == "succeeded", sweep
         assert sweep["trial_states"] == {"succeeded": 2}
 
@@ -144,7 +145,7 @@ def test_distributed_sweep_runs_two_trials_at_once_and_survives_a_killed_worker(
         events = client.get(f"/jobs/{victim['job_id']}/events").json()
         assert any(e["kind"] == "worker_lost" for e in events)
         curves = client.get(f"/sweeps/{sweep_id}/trials", params={"curves": True}).json()
-        for trial in curves["items"]:
-            assert [s for s, _ in trial["curve"]] == [25, 50, 75, 100]
+        for trial in curves["items"]:  # no pruning: the judge's own cadence (every 4 log lines)
+            assert [s for s, _ in trial["curve"]] == [100]
         best = best_of(curves["items"], "maximize")
         assert client.get("/models/@best").json()["job_id"] == best["job_id"]
