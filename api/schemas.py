@@ -125,6 +125,8 @@ class JobOut(BaseModel):
         description="train: the latest `not learning` warning (a class collapsed onto one image, "
         "samples ignoring their class), also in the job's events; null while none",
     )
+    sweep_id: str | None = Field(None, description="a sweep's trial: the sweep (GET /sweeps/<id>)")
+    trial_number: int | None = Field(None, description="a sweep's trial: its number in the sweep")
 
 
 class DefaultsOut(BaseModel):

@@ -81,6 +81,8 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         continued_from_step=job.continued_from_step,
         defaults_note=job.defaults_note,
         warning=job.warning,
+        sweep_id=job.sweep_id,
+        trial_number=job.trial_number,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from browserkit import FINISHED, open_page
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -346,3 +348,58 @@ def test_a_warning_is_a_badge_scores_show_their_protocol_and_models_their_aliase
     # The model's aliases beside it in the samples explorer
     wait(browser, lambda d: "@shown-here" in "".join(js(d, TEXTS, "#model option")), 60, "alias")
     shoot("scores")
+
+
+def test_a_sweep_page_sorts_its_trials_overlays_their_objective_and_scatters_parameters(
+    dashboard_service, browser, shoot
+):
+    svc = dashboard_service
+    spec = {
+        "name": "lr-on-page",
+        "base": {**FINISHED, "steps": 20, "checkpoint_every": 10, "sample_every": 0},
+        "space": {"lr_g": {"choice": [1e-3, 1e-7]}},
+        "sampler": "grid",
+        "parallel": 2,
+        "objective": "variety",
+        "prune": {"every": 10, "min_steps": 10, "reduction": 2},
+    }
+    r = svc.client.post("/sweeps", json=spec)
+    assert r.status_code == 201, r.text
+    sweep_id = r.json()["id"]
+    deadline = time.monotonic() + 300
+    while (sweep := svc.client.get(f"/sweeps/{sweep_id}").json())["state"] == "running":
+        assert time.monotonic() < deadline, sweep
+        time.sleep(0.5)
+    assert sweep["state"] == "succeeded", sweep
+    trials = svc.client.get(f"/sweeps/{sweep_id}/trials").json()["items"]
+
+    open_page(browser, svc.base)
+    # Linked from the jobs list: a trial's badge opens its sweep.
+    link = f"tr[data-id='{trials[0]['job_id']}'] a.sweep-link"
+    wait(browser, lambda d: js(d, COUNT, link) == 1, 60, "the trial badge")
+    browser.find_element(By.CSS_SELECTOR, link).click()
+    wait(browser, lambda d: text(d, "#sweep-state") == "succeeded", 60, "the sweep page")
+    assert "lr-on-page" in text(browser, "#sweep-head h2")
+    assert f"best: trial {sweep['best_trial']}" in text(browser, "#sweep-best")
+    wait(browser, lambda d: js(d, COUNT, "#trials tbody tr") == 2, 30, "the trial rows")
+    scored = sorted(
+        (float(f"{t['objective']:.4g}") for t in trials if t["objective"] is not None), reverse=True
+    )  # as the page shows them: four significant digits
+
+    def objectives() -> list[float]:
+        return [float(v) for v in js(browser, TEXTS, "#trials td.objective") if v]
+
+    assert objectives() == scored  # maximize: the best first
+    assert js(browser, TEXTS, "#trials tr.best td")[0].startswith(str(sweep["best_trial"]))
+    header = "#trials th[data-col='objective']"
+    browser.find_element(By.CSS_SELECTOR, header).click()
+    wait(browser, lambda d: objectives() == sorted(scored), 10, "sorted the other way")
+
+    wait(browser, lambda d: chart(d, "sweep-objective"), 30, "the objective chart")
+    curves = chart(browser, "sweep-objective")
+    assert len(curves) == 2 and all(n >= 1 for n in curves.values()), curves
+    pruned = [t["number"] for t in trials if t["state"] == "pruned"]
+    assert sorted(k for k in curves if "(pruned)" in k) == [f"trial {n} (pruned)" for n in pruned]
+    scatter = chart(browser, "scatter-lr_g")
+    assert list(scatter.values()) == [len(scored)], scatter
+    shoot("sweep")
