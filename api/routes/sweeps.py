@@ -58,9 +58,6 @@ def _out(session, sweep: Sweep) -> SweepOut:  # noqa: ANN001
     status_code=201,
     response_model=SweepOut,
     summary="Start a sweep",
-    responses={
-        422: error("a bad field of the spec, named: `space.lr_g`, `base.steps`, `trials`, ..."),
-    },
 )
 def create_sweep(
     body: SweepCreate,
@@ -70,7 +67,8 @@ def create_sweep(
     response: Response,
 ) -> SweepOut:
     """`201` with the sweep and `Location: /sweeps/<id>`; its first `parallel` trials are queued
-    as train jobs. Nothing is made when a field is wrong: a `422` names it."""
+    as train jobs. Nothing is made when a field is wrong: a `422` names it (`space.lr_g`,
+    `base.steps`, `trials`, `parallel`, `objective.metric`, ...)."""
     spec = sweep_configs.checked_spec(session, owner, body, services.settings)
     sweep = rows.create_sweep(session, owner, spec)
     session.commit()
@@ -87,8 +85,10 @@ def create_sweep(
 def list_sweeps(
     session: SessionDep,
     owner: OwnerDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many sweeps")] = 50,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_INT64, description="skip this many (newest first)")
+    ] = 0,
 ) -> SweepList:
     """Your sweeps, newest first."""
     page, total = rows.list_sweeps(session, owner, limit, offset)

@@ -7,7 +7,7 @@ from store.migrate import downgrade, upgrade
 
 TABLES = {
     "jobs", "job_events", "metrics", "checkpoints", "models", "workers", "api_tokens", "datasets",
-    "score_protocols", "model_aliases",
+    "score_protocols", "model_aliases", "sweeps",
 }  # fmt: skip
 
 
