@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from api.schemas import UtcDatetime
 
@@ -39,11 +39,11 @@ class Objective(BaseModel):
 class PruneSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    every: int = Field(ge=1, description="steps between the trials' objective evaluations")
-    min_steps: int | None = Field(
+    every: StrictInt = Field(ge=1, description="steps between the trials' objective evaluations")
+    min_steps: StrictInt | None = Field(
         None, ge=1, description="the first rung (a multiple of every; default every)"
     )
-    reduction: int = Field(3, ge=2, le=100, description="keep the best 1/reduction at each rung")
+    reduction: StrictInt = Field(3, ge=2, le=100, description="keep the best 1/reduction at each rung")
 
 
 class SweepCreate(BaseModel):
@@ -60,10 +60,10 @@ class SweepCreate(BaseModel):
         "[lo, hi]} | {int: [lo, hi]} | {int_log: [lo, hi]}"
     )
     sampler: Literal["grid", "random", "tpe"] = "tpe"
-    trials: int | None = Field(
+    trials: StrictInt | None = Field(
         None, ge=1, description="trials to run (grid: the grid's size when left out; else 8)"
     )
-    parallel: int = Field(1, ge=1, description="trials running at once")
+    parallel: StrictInt = Field(1, ge=1, description="trials running at once")
     objective: Objective | str | None = Field(
         None,
         description="a metric's name, or {metric, direction}; left out: fid where Inception "
@@ -71,7 +71,7 @@ class SweepCreate(BaseModel):
     )
     prune: PruneSpec | None = Field(None, description="successive halving; null: none")
     promote: str | None = Field(None, description="the alias the best trial's model gets")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="the sampler's seed")
+    seed: StrictInt = Field(0, ge=0, le=2**31 - 1, description="the sampler's seed")
 
 
 class SweepOut(BaseModel):

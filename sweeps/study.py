@@ -106,17 +106,20 @@ def open_study(
     """The sweep's study (created when `create` and missing: creation is idempotent)."""
     storage = storage_for(settings)
     name = study_name(sweep_id)
-    if create:
-        return optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction=spec.direction,
-            sampler=sampler(spec, draw),
-            pruner=pruner(spec),
-            load_if_exists=True,
+    try:
+        return optuna.load_study(
+            study_name=name, storage=storage, sampler=sampler(spec, draw), pruner=pruner(spec)
         )
-    return optuna.load_study(
-        study_name=name, storage=storage, sampler=sampler(spec, draw), pruner=pruner(spec)
+    except KeyError:  # Optuna's "no such study"
+        if not create:
+            raise
+    return optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=spec.direction,
+        sampler=sampler(spec, draw),
+        pruner=pruner(spec),
+        load_if_exists=True,  # another process made it meanwhile
     )
 
 

@@ -124,6 +124,7 @@ class World:
     model_ids: list[str]
     grid_job_id: str
     grid_step: int
+    sweep_ids: list[str] = field(default_factory=list)
     checks: dict[str, list[Callable[..., Any]]] = field(default_factory=dict)  # per operation
     seen: Counter = field(default_factory=Counter)  # (operation label, status)
     failed: bool = False
@@ -136,7 +137,9 @@ def _seed_rows(checkpoint: Path, make_model: Callable[..., dict]) -> dict[str, A
     from store.sample_grids import sample_grid_key
     from store.settings import get_settings
     from store.storage import storage_from_settings
+    from store.sweeps import create_sweep
     from store.tokens import create_token
+    from sweeps.spec import parse
 
     settings = get_settings()
     assert settings.auth, "the fuzz run is meant to run with auth on"
@@ -160,10 +163,15 @@ def _seed_rows(checkpoint: Path, make_model: Callable[..., dict]) -> dict[str, A
         write_metrics(session, job.id, rows)
         metrics_job_id = job.id
         _, token = create_token(session, USER, note="fuzz")
+        # A running sweep with no trials yet (its driver never ran): read, listed and cancelled.
+        spec = parse({"space": {"lr_g": {"choice": [1e-3, 3e-4]}}, "sampler": "grid"}, 100)
+        sweep_id = create_sweep(session, USER, spec.to_dict()).id
     png = io.BytesIO()
     Image.new("RGB", (8, 8)).save(png, format="PNG")
     storage_from_settings(settings).put_bytes(sample_grid_key(ids["job_id"], 2), png.getvalue())
-    return {"token": token, "job_ids": [ids["job_id"], metrics_job_id], **ids}
+    return {
+        "token": token, "job_ids": [ids["job_id"], metrics_job_id], "sweep_id": sweep_id, **ids
+    }  # fmt: skip
 
 
 @pytest.fixture
@@ -177,6 +185,7 @@ def fuzz_world(
         model_ids=[rows["model_id"], rows["best_id"]],
         grid_job_id=rows["job_id"],
         grid_step=2,
+        sweep_ids=[rows["sweep_id"]],
     )
     yield world
     print("\nfuzz: responses per operation and status:")
@@ -203,7 +212,9 @@ def _real_values(world: World, path: str) -> dict[ParameterLocation, dict[str, l
     if path == "/jobs/{job_id}/samples/{step}":
         path_parameters = {"job_id": [world.grid_job_id], "step": [world.grid_step]}
     else:
-        path_parameters = {"job_id": world.job_ids, "model_id": world.model_ids}
+        path_parameters = {
+            "job_id": world.job_ids, "model_id": world.model_ids, "sweep_id": world.sweep_ids
+        }  # fmt: skip
     query: dict[str, list[Any]] = {}
     if path.startswith("/models/{model_id}/"):  # classes and pixels of the 32 px, 10-class model
         query = {"class": ["3", "seven"], "x": [0, 31], "y": [0, 17], "n": [1, 4]}
