@@ -6,11 +6,22 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
-from servicekit import AUTH, ProcessGroup, free_port, service_env, wait_healthy, wait_until
+import yaml
+from servicekit import (
+    ADMIN_TOKEN,
+    AUTH,
+    SAGAN,
+    ProcessGroup,
+    free_port,
+    service_env,
+    wait_healthy,
+    wait_until,
+)
 
 BASE = {
     "dataset": "digits",
@@ -66,10 +77,19 @@ def test_embedded_grid_prunes_the_clearly_worse_trials_and_promotes_the_best(
     ):
         up = group.start(["up", "--port", str(port), "--data-dir", str(tmp_path / "d")], env, "up")
         wait_healthy(str(client.base_url), up)
-        r = client.post("/sweeps", json=spec)
-        assert r.status_code == 201, r.text
-        sweep, _ = follow(client, r.json()["id"], 420, up)
+        # As a user starts one: the CLI, a YAML file (1e-7 is a string to YAML 1.1), --watch.
+        path = tmp_path / "sweep.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False).replace("1.0e-07", "1e-7"))
+        cli_env = {**env, "SAGAN_URL": str(client.base_url), "SAGAN_TOKEN": ADMIN_TOKEN}
+        watched = subprocess.run(
+            [SAGAN, "sweeps", "create", "--config", str(path), "--watch"],
+            env=cli_env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert watched.returncode == 0, watched.stdout + watched.stderr + up.output()[-3000:]
+        sweep = client.get("/sweeps").json()["items"][0]
         assert sweep["state"] == "succeeded", sweep
+        assert f"sweep {sweep['id'][:8]} succeeded" in watched.stdout
+        assert f"\n{sweep['best_trial']} *" in watched.stdout  # the trial table, the best starred
         trials = client.get(f"/sweeps/{sweep['id']}/trials", params={"curves": True}).json()
 
         items = trials["items"]
