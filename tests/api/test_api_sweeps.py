@@ -105,3 +105,40 @@ def test_fid_is_refused_as_an_objective_where_no_worker_has_inception_weights(
     r = embedded.client.post("/sweeps", json=body)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "objective.metric"
     assert "variety or class_accuracy" in r.json()["detail"]
+
+
+def test_passes_at_once_start_no_more_than_parallel_trials(service) -> None:  # noqa: ANN001
+    """The driver runs wherever a trial ends and in every reaper: eight passes at once, after two
+    trials ended, start exactly the two that fill the free slots (the lease, store.sweeps)."""
+    import threading
+
+    from store import jobs
+    from store.db import session_scope
+    from sweeps import driver
+
+    sweep = service.client.post("/sweeps", json=GRID).json()
+    settings = service.client.app.state.services.settings
+    first = service.client.get(f"/sweeps/{sweep['id']}/trials").json()["items"]
+    with session_scope(settings) as session:
+        for trial in first:
+            assert jobs.claim_job(session, trial["job_id"], "w")
+            assert jobs.finish_job(session, trial["job_id"], jobs.FAILED, "boom")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            driver.advance(settings, sweep["id"])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    trials = service.client.get(f"/sweeps/{sweep['id']}/trials").json()["items"]
+    assert [(t["number"], t["state"]) for t in trials] == [
+        (0, "failed"), (1, "failed"), (2, "queued"), (3, "queued")
+    ]  # fmt: skip
+    assert service.client.get(f"/sweeps/{sweep['id']}").json()["state"] == "running"
