@@ -43,7 +43,9 @@ class PruneSpec(BaseModel):
     min_steps: StrictInt | None = Field(
         None, ge=1, description="the first rung (a multiple of every; default every)"
     )
-    reduction: StrictInt = Field(3, ge=2, le=100, description="keep the best 1/reduction at each rung")
+    reduction: StrictInt = Field(
+        3, ge=2, le=100, description="keep the best 1/reduction at each rung"
+    )
 
 
 class SweepCreate(BaseModel):

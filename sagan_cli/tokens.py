@@ -13,12 +13,22 @@ token_app = typer.Typer(
 
 
 def current_settings():  # noqa: ANN201
-    """Settings as the environment says now (commands may have changed it)."""
+    """Settings as the environment says now (commands may have changed it). Settings that cannot
+    work stop the command with a line per problem, not a traceback."""
+    from pydantic import ValidationError
+
     from store import reset_caches
     from store.settings import get_settings
 
     reset_caches()
-    return get_settings()
+    try:
+        return get_settings()
+    except ValidationError as e:
+        for problem in e.errors():
+            where = ".".join(str(p) for p in problem["loc"])
+            message = problem["msg"].removeprefix("Value error, ")
+            typer.echo(f"error: settings: {where + ': ' if where else ''}{message}", err=True)
+        raise typer.Exit(2) from None
 
 
 @token_app.command("create")

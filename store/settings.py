@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sagan_core.config import MAX_INT, Limits  # torch-free: the core's config module only
@@ -216,6 +216,25 @@ class Settings(BaseSettings):
         if value is not None and (not value or min(value) < 1):
             raise ValueError("must list pool sizes >= 1, e.g. 1,8")
         return value
+
+    @model_validator(mode="after")
+    def _liveness_window(self) -> Settings:
+        # A window shorter than two beats takes healthy jobs over (and fails them as "crashing
+        # their worker" once SAGAN_MAX_ATTEMPTS takeovers pile up): refused at start.
+        beat, stale = self.heartbeat_seconds, self.stale_after_seconds
+        if not beat > 0:
+            raise ValueError(f"SAGAN_HEARTBEAT_SECONDS must be above 0 (got {beat:g})")
+        if not stale >= 2 * beat:
+            raise ValueError(
+                f"SAGAN_STALE_AFTER_SECONDS ({stale:g}) must be at least twice "
+                f"SAGAN_HEARTBEAT_SECONDS ({beat:g}): a job whose worker missed one beat is "
+                "still alive, and a shorter window takes healthy jobs from their workers"
+            )
+        if self.reap_every_seconds < 0:
+            raise ValueError(
+                f"SAGAN_REAP_EVERY_SECONDS must be 0 or more (got {self.reap_every_seconds:g})"
+            )
+        return self
 
     @field_validator("admin_token", mode="before")
     @classmethod
