@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError
 
 from api.config_schema import document_train_config
 from api.deps import Services
-from api.errors import SHOWN_FIELD_CHARS, InvalidField, encodable
+from api.errors import OUTAGE_RETRY_AFTER_S, SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
 from api.routes import aliases, dashboard, datasets, defaults, health, jobs, models, sweeps
 from sagan_core.config import shown
@@ -21,7 +21,9 @@ from store.aliases import AliasNotFound
 from store.checkpoints import ModelNotFound
 from store.datasets import DatasetNotFound
 from store.jobs import InvalidTransition, JobNotFound, QuotaExceeded
+from store.outages import is_outage
 from store.settings import Settings, get_settings
+from store.storage import StorageError
 from store.sweeps import SweepNotFound
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,35 @@ async def _invalid_transition(request: Request, exc: InvalidTransition) -> JSONR
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
+def _outage_types() -> tuple[type[BaseException], ...]:
+    """The exception types an outage raises: handled as exceptions of their own (not by the catch-
+    all, which Starlette re-raises into the server's log after answering)."""
+    import botocore.exceptions
+    import kombu.exceptions
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.SQLAlchemyError,
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+        kombu.exceptions.OperationalError,
+        redis.exceptions.RedisError,
+        StorageError,
+        ConnectionError,
+        TimeoutError,
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_outage(exc):  # the database, storage or broker went away under the request: not a bug
+        log.warning("%s %s: a service is unavailable: %r", request.method, request.url.path, exc)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return JSONResponse(
+            {"detail": encodable(f"service unavailable ({type(exc).__name__}: {first}); retry")},
+            status_code=503,
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+        )
     # Still a JSON body with a detail; the traceback goes to the server log.
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     message = encodable(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else ""
@@ -142,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(QuotaExceeded, _quota_exceeded)
     app.add_exception_handler(InvalidTransition, _invalid_transition)
     app.add_exception_handler(DataError, nul_in_stored_text)
+    for outage in _outage_types():  # a 503 when it is one, else the catch-all's 500
+        app.add_exception_handler(outage, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
     # Outermost last: the body cap first, then NUL bytes; both answer before any route runs.
     app.add_middleware(RejectNulBytes)

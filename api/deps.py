@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 # event ids) must fit 32 bits on PostgreSQL, offsets a signed 64-bit value.
 MAX_INT32 = 2**31 - 1
 MAX_INT64 = 2**63 - 1
+
+log = logging.getLogger(__name__)
 
 
 class Services:
@@ -84,7 +87,11 @@ def get_session(request: Request) -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.close()
+        try:
+            session.close()
+        except Exception as e:  # a connection killed under the request: drop it, not the answer
+            log.warning("closing a request's session: %r", e)
+            session.invalidate()
 
 
 bearer = HTTPBearer(

@@ -17,6 +17,9 @@ Responses = dict[int | str, dict[str, Any]]
 # A field path longer than this is shown cut (with `...`), as api.limits shows ids: the body names
 # the field three times (detail, errors[].field, errors[].message), none of them in full.
 SHOWN_FIELD_CHARS = 64
+# Seconds a client waits before retrying a request a database, storage or broker outage refused
+# (a 503: the outage is not the request's fault, and the service keeps no state of it).
+OUTAGE_RETRY_AFTER_S = 5
 
 
 def encodable(text: str) -> str:
@@ -71,8 +74,15 @@ VALIDATION_422: Responses = {
 BODY_413: Responses = {
     413: error("the request body is over SAGAN_MAX_BODY_BYTES (the connection is closed)")
 }
+# Any route whose database, storage or broker is down (api.app: an outage is not a 500).
+OUTAGE_503: Responses = {
+    503: {
+        **error("the database, object storage or broker is unavailable; retry after `Retry-After`"),
+        "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
+    }
+}
 # A router's responses: what any of its routes may answer.
-PROTECTED_RESPONSES: Responses = {**NUL_400, **AUTH_401, **VALIDATION_422}
+PROTECTED_RESPONSES: Responses = {**NUL_400, **AUTH_401, **VALIDATION_422, **OUTAGE_503}
 NOT_READY_503: Responses = {
     503: {
         "model": NotReady,

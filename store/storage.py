@@ -218,11 +218,11 @@ class S3Storage:
         return obj["Body"].read()
 
     def download(self, key: str, path: Path) -> None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.download_file(self.bucket, self._key(key), str(path))
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:  # BotoCoreError: the endpoint is unreachable
             raise StorageError(f"cannot download s3://{self.bucket}/{self._key(key)}: {e}") from e
 
     def open(self, key: str) -> BinaryIO:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from api.deps import MAX_INT64, OwnerDep, ServicesDep, SessionDep
-from api.errors import PROTECTED_RESPONSES, Responses, error
+from api.errors import OUTAGE_RETRY_AFTER_S, PROTECTED_RESPONSES, Responses, error
 from api.limits import ModelIdPath
 from api.sampling import (
     SampleRequestError,
@@ -25,6 +25,7 @@ from store import checkpoints
 from store.aliases import list_aliases
 from store.checkpoints import owned_model
 from store.models import Model
+from store.outages import is_outage
 from store.storage import StorageError
 
 router = APIRouter(prefix="/models", tags=["models"], responses=PROTECTED_RESPONSES)
@@ -53,6 +54,12 @@ def _aliases_by_model(session: SessionDep, owner: str) -> dict[str, list[str]]:
     return by_model
 
 
+def unreadable(model_id: str, error: StorageError) -> HTTPException:
+    """A 503 for a checkpoint storage cannot give now; `Retry-After` when storage is away."""
+    headers = {"Retry-After": str(OUTAGE_RETRY_AFTER_S)} if is_outage(error) else None
+    return HTTPException(503, f"checkpoint of model {model_id} is not readable: {error}", headers)
+
+
 def _png_response(
     model_id: str, step: int, etag: str, if_none_match: str | None, render: Callable[[], bytes]
 ) -> Response:
@@ -63,7 +70,7 @@ def _png_response(
     try:
         png = render()
     except StorageError as e:
-        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
+        raise unreadable(model_id, e) from e
     headers["X-Checkpoint-Step"] = str(step)
     return Response(png, media_type="image/png", headers=headers)
 
@@ -257,7 +264,7 @@ def download_checkpoint(
     try:
         f = storage.open(key)
     except StorageError as e:
-        raise HTTPException(503, f"checkpoint of model {model_id} is not readable: {e}") from e
+        raise unreadable(model_id, e) from e
     return StreamingResponse(
         _chunks(f),
         media_type="application/octet-stream",
