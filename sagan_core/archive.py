@@ -74,6 +74,13 @@ def _classes_of(names: list[str]) -> tuple[list[str], list[int]]:
     `flowers/rose/1.png` and `rose/1.png` both give class `rose` (one top folder holding every
     class folder is stripped, as `tar -C .. flowers` or a zip of the folder make).
     """
+    for name in names:  # `tar -P` keeps a leading `/`, which would become a class named "/"
+        path = PurePosixPath(name)
+        if path.is_absolute() or ".." in path.parts:
+            raise _error(
+                f"image {name[:200]!r} has an absolute path or a '..' in it; an archive's paths "
+                "are relative: one folder of images per class (tar -C <folder> ., not tar -P)"
+            )
     parts = [PurePosixPath(n).parts for n in names]
     if len({p[0] for p in parts}) == 1 and all(len(p) >= 3 for p in parts):
         parts = [p[1:] for p in parts]

@@ -170,3 +170,21 @@ def test_a_packed_file_reads_back_what_was_written(tmp_path) -> None:
     (tmp_path / "cut.pack").write_bytes(data[:-1])
     with pytest.raises(packed.PackedFormatError, match="truncated or corrupt"):
         packed.read_header(tmp_path / "cut.pack")
+
+
+@pytest.mark.parametrize("name", ["/rose/1.png", "/data/flowers/rose/1.png"])
+def test_an_absolute_path_in_a_tar_is_refused_not_a_class(tmp_path: Path, name: str) -> None:
+    """#24: `tar -P` keeps a leading `/`, which became a class named '/'. (A `..` part is
+    skipped with the hidden files, as `.`-names are.)"""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    archive = tmp_path / "p.tar"
+    with tarfile.open(archive, "w") as t:
+        for member in (name, "tulip/1.png"):
+            info = tarfile.TarInfo(member)
+            info.size = len(buf.getvalue())
+            t.addfile(info, io.BytesIO(buf.getvalue()))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DatasetError, match="absolute path or a '..'"):
+        pack_source(archive, "tar", [32], out)
