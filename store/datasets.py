@@ -71,6 +71,8 @@ def by_name(session: Session, owner: str, name: str) -> Dataset | None:
 
 def owned_dataset(session: Session, owner: str, ref: str) -> Dataset:
     """The owner's dataset by id or name; anyone else's is DatasetNotFound, as a missing one."""
+    if "\x00" in ref:  # no name has one (PostgreSQL could not even be asked)
+        raise DatasetNotFound(ref)
     ds = session.get(Dataset, ref) if ID_RE.match(ref) else None
     if ds is None or ds.owner != owner:
         ds = by_name(session, owner, ref)

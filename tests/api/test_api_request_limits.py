@@ -395,3 +395,12 @@ def test_other_database_data_errors_stay_a_500(embedded, monkeypatch):
     r = client.post("/jobs", json={"kind": "train", "config": {"steps": 3}})
     assert r.status_code == 500
     assert r.json()["detail"].startswith("internal error (DataError): (builtins.ValueError)")
+
+
+def test_a_dataset_named_with_a_nul_byte_is_not_found(service):
+    """#24: `/datasets/%00` was a 400 about the request body (PostgreSQL refused the lookup)."""
+    for method in ("get", "delete"):
+        r = getattr(service.client, method)("/datasets/%00")
+        assert r.status_code == 404, (method, r.text)
+        assert r.json()["detail"] == "dataset '\\x00' not found"
+    assert service.client.get("/datasets").status_code == 200
