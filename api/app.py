@@ -6,10 +6,13 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from api.config_schema import document_train_config
 from api.deps import Services
@@ -105,6 +108,22 @@ async def _invalid_transition(request: Request, exc: InvalidTransition) -> JSONR
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's answer, but a 405 names every method the path takes: Starlette's names only
+    those of the first route that matched the path (one method per route here)."""
+    if exc.status_code == 405:
+        path = request.scope.get("path", "")
+        allowed = {
+            method.upper()
+            for template, operations in request.app.openapi()["paths"].items()
+            if compile_path(template)[0].fullmatch(path)
+            for method in operations
+        }
+        if allowed:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return await http_exception_handler(request, exc)
+
+
 def _outage_types() -> tuple[type[BaseException], ...]:
     """The exception types an outage raises: handled as exceptions of their own (not by the catch-
     all, which Starlette re-raises into the server's log after answering)."""
@@ -163,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = Services(settings or get_settings())
     document_train_config(app, app.state.services.settings.limits)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(InvalidField, _invalid_field)
     app.add_exception_handler(JobNotFound, _job_not_found)
     app.add_exception_handler(ModelNotFound, _model_not_found)

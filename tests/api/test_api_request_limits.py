@@ -404,3 +404,18 @@ def test_a_dataset_named_with_a_nul_byte_is_not_found(service):
         assert r.status_code == 404, (method, r.text)
         assert r.json()["detail"] == "dataset '\\x00' not found"
     assert service.client.get("/datasets").status_code == 200
+
+
+def test_a_405_names_every_method_the_path_takes(embedded):
+    """#24: OPTIONS /jobs answered `Allow: POST` (the first route's), though GET works too."""
+    cases = {
+        "/jobs": "GET, POST",
+        "/sweeps": "GET, POST",
+        "/jobs/" + "0" * 32: "GET",
+        "/models/" + "0" * 32 + "/aliases/best": "PUT",
+    }
+    for path, allow in cases.items():
+        for method in ("OPTIONS", "PATCH"):
+            r = embedded.client.request(method, path)
+            assert r.status_code == 405, (method, path, r.text)
+            assert r.headers["allow"] == allow, (method, path, r.headers)
