@@ -16,6 +16,7 @@ only a wake-up call (unclaimed_queued lists the jobs to send again).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -220,11 +221,14 @@ def claim_job(
     *,
     stale_after: timedelta | None = None,
     max_attempts: int | None = None,
+    owner_dead: Callable[[str], bool] | None = None,
 ) -> bool:
     """queued -> running for this worker; False if another live worker owns the job or it ended.
 
     With `stale_after`, a running job whose owner has not heartbeated for that long is taken over
-    (its loss counts against `max_attempts`), so a redelivered task recovers it at once.
+    (its loss counts against `max_attempts`), so a redelivered task recovers it at once; so is one
+    whose owner `owner_dead(owner)` says is gone (a prefork child of this machine that died: its
+    heartbeat is still fresh, and the redelivery must not wait out the stale window).
     """
     row = session.execute(
         select(Job.state, Job.worker, Job.heartbeat_at).where(Job.id == job_id)
@@ -240,6 +244,8 @@ def claim_job(
             f"no heartbeat from {owner} since {_when(beat)}; taken over by {worker}",
             max_attempts,
         )
+    elif state in (RUNNING, CANCELLING) and owner and owner_dead is not None and owner_dead(owner):
+        lose_worker(session, job_id, owner, f"{owner} died; taken over by {worker}", max_attempts)
     now = utcnow()
     left = _move(
         session,

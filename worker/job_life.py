@@ -34,6 +34,24 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def dead_here(worker: str) -> bool:
+    """Whether `worker` (host:pid) is a process of this machine that no longer runs."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    stat = Path(f"/proc/{pid}/stat")  # a zombie (not reaped by its parent yet) is dead too
+    try:
+        return stat.read_text().rsplit(") ", 1)[-1].startswith("Z")
+    except OSError:
+        return False
+
+
 def failure_message(error: BaseException, last_checkpoint_step: int | None) -> str:
     """One line for the job's `error`: what went wrong, never a traceback."""
     from sagan_core.config import ConfigError
@@ -82,6 +100,7 @@ def claim(settings: Settings, job_id: str, worker: str, kind: str) -> dict | Non
                 worker,
                 stale_after=timedelta(seconds=settings.stale_after_seconds),
                 max_attempts=settings.max_attempts,
+                owner_dead=dead_here,
             )
         except jobs.JobNotFound:
             log.warning("job %s does not exist; dropping the task", job_id)
