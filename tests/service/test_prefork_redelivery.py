@@ -1,5 +1,5 @@
-"""A prefork worker (`sagan worker -c 2`) whose child dies under a job: Celery redelivers the task to
-the other child, which takes the job over at once, since its owner is a dead process of this
+"""A prefork worker (`sagan worker -c 2`) whose child dies under a job: Celery redelivers the task
+to the other child, which takes the job over at once, since its owner is a dead process of this
 machine (#24: the redelivery was dropped, the job's heartbeat being fresh, and the job waited out
 the 60 s stale window for the reaper)."""
 
