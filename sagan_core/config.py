@@ -120,6 +120,10 @@ class Limits:
     reference_samples: int = 200_000  # SAGAN_MAX_REFERENCE_SAMPLES: eval_reference_samples
     data_root_chars: int = 1024  # SAGAN_MAX_DATA_ROOT_CHARS: the length of data_root
     gpus: int = 64  # processes of one run; the service's is its largest pool (SAGAN_GPU_POOLS)
+    # What one run may record (#24: steps 2**31-1 with sample_every 1 was accepted): sample grids
+    # (steps / sample_every) and log lines (steps / log_every, ~16 metric rows each).
+    sample_grids: int = 1_000  # SAGAN_MAX_SAMPLE_GRIDS
+    log_lines: int = 100_000  # SAGAN_MAX_LOG_LINES
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -415,6 +419,7 @@ class TrainConfig:
             "cuda_graphs",
             f"needs gpus 1 (got {self.gpus}): DDP's gradient hooks run outside the graphs",
         )
+        self._check_records(limits, need)
         if self.gpus > 1:
             need(
                 not dev.startswith("cuda:"),
@@ -423,6 +428,30 @@ class TrainConfig:
                 "cuda (pin the worker's GPUs with CUDA_VISIBLE_DEVICES)",
             )
         return self
+
+    def _check_records(self, limits: Limits, need) -> None:  # noqa: ANN001
+        """Sample grids and log lines the run would store, within the operator's limits."""
+        steps = self.steps
+        if steps is None:
+            return  # the preset's: checked again once resolved
+        every = self.sample_every
+        if every:
+            grids = -(-steps // every)
+            need(
+                grids <= limits.sample_grids,
+                "sample_every",
+                f"{steps:,} steps with a sample grid every {every:,} would store {grids:,} grids; "
+                f"at most {limits.sample_grids:,} ({setting_name('sample_grids')}): use "
+                f"sample_every >= {-(-steps // limits.sample_grids):,}, or 0 for none",
+            )
+        lines = steps // self.log_every
+        need(
+            lines <= limits.log_lines,
+            "log_every",
+            f"{steps:,} steps with a log line every {self.log_every:,} would store {lines:,} lines "
+            f"of metrics; at most {limits.log_lines:,} ({setting_name('log_lines')}): use "
+            f"log_every >= {-(-steps // limits.log_lines):,}",
+        )
 
     def resolved(self) -> TrainConfig:
         """A copy with preset, widths, class count (when fixed) and preset EMA defaults filled."""

@@ -182,6 +182,12 @@ class Settings(BaseSettings):
     max_reference_samples: int = Field(
         Limits.reference_samples, ge=1, le=MAX_INT, description="config.eval_reference_samples"
     )
+    max_sample_grids: int = Field(
+        Limits.sample_grids, ge=1, le=MAX_INT, description="sample grids one job may store"
+    )
+    max_log_lines: int = Field(
+        Limits.log_lines, ge=1, le=MAX_INT, description="log lines of metrics one job may store"
+    )
     max_data_root_chars: int = Field(
         Limits.data_root_chars, ge=1, le=MAX_INT, description="Length of config.data_root"
     )
@@ -278,6 +284,8 @@ class Settings(BaseSettings):
             eval_samples=self.max_eval_samples,
             reference_samples=self.max_reference_samples,
             data_root_chars=self.max_data_root_chars,
+            sample_grids=self.max_sample_grids,
+            log_lines=self.max_log_lines,
             gpus=max(self.pool_sizes()),
         )
 

@@ -297,3 +297,22 @@ def test_configs_without_data_root_are_not_affected(embedded):
     r = _post(embedded, {"dataset": "digits", "steps": 10})
     assert r.status_code == 201, r.text
     assert r.json()["config"]["data_root"] is None
+
+
+def test_a_job_that_would_store_unbounded_grids_or_metric_rows_is_refused(embedded) -> None:  # noqa: ANN001
+    """#24: steps 2**31-1 with sample_every 1 was accepted (2 billion sample grids)."""
+    client = embedded.client
+    big = {"steps": 2**31 - 1, "sample_every": 1, "log_every": 2**30}
+    r = client.post("/jobs", json={"kind": "train", "config": big})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "config.sample_every"
+    assert "would store 2,147,483,647 grids; at most 1,000 (SAGAN_MAX_SAMPLE_GRIDS)" in r.text
+    assert "sample_every >= 2,147,484" in r.text
+    chatty = {"steps": 2**31 - 1, "sample_every": 0, "log_every": 1}
+    r = client.post("/jobs", json={"kind": "train", "config": chatty})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "config.log_every", r.text
+    assert "at most 100,000 (SAGAN_MAX_LOG_LINES)" in r.text
+    # Within both: accepted (the preset's sample_every for 2,000 steps is 250: 8 grids).
+    ok = client.post("/jobs", json={"kind": "train", "config": {"steps": 2000}})
+    assert ok.status_code == 201, ok.text
+    assert client.get("/jobs").json()["total"] == 1
