@@ -13,8 +13,10 @@ Training is deterministic per config, so a pruned trial's curve is a prefix of i
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -57,7 +59,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-steps", type=int, default=None, help="first rung (default every)")
     parser.add_argument("--reduction", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curves", help="write every trial's full curve here (JSON)")
+    parser.add_argument(
+        "--replay",
+        help="no training: halving replayed on the curves a --curves run wrote (exact: training "
+        "is deterministic per config, and a pruned trial's curve is a prefix of its full one)",
+    )
     args = parser.parse_args(argv)
+    if args.replay:
+        replay(args)
+        return
 
     spec = specs.parse(
         {
@@ -78,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     points = [draws.ask(studies.distributions(spec)).params for _ in range(spec.trials)]
 
     arms: dict[str, dict] = {}
+    curves: dict[str, list] = {}
     for arm, pruner in (("to the end", optuna.pruners.NopPruner()), ("halving", None)):
         study = optuna.create_study(direction=spec.direction, pruner=pruner or studies.pruner(spec))
         rows, spent, started = [], 0, time.perf_counter()
@@ -90,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 return trial.should_prune()
 
             curve, steps = trial_run(spec.trial_config(params), on_value)
+            curves.setdefault(arm, []).append({"params": params, "curve": curve})
             spent += steps
             pruned = steps < spec.base["steps"]
             if pruned:
@@ -103,9 +116,20 @@ def main(argv: list[str] | None = None) -> None:
         arms[arm] = {"rows": rows, "spent": spent, "best": best.number, "value": best.value,
                      "seconds": time.perf_counter() - started}  # fmt: skip
 
+    if args.curves:
+        Path(args.curves).write_text(json.dumps({"steps": spec.base["steps"], **curves}))
+    prefixes = all(
+        h["curve"] == f["curve"][: len(h["curve"])]
+        for h, f in zip(curves["halving"], curves["to the end"], strict=True)
+    )
+    print(f"each halving trial's curve is a prefix of its full run's: {prefixes}")
+    report(arms, spec, args.every, spec.trials)
+
+
+def report(arms: dict[str, dict], spec: specs.SweepSpec, every: int, trials: int) -> None:
     full, halving = arms["to the end"], arms["halving"]
-    print(f"\n{spec.trials} trials of {spec.base['steps']} steps on digits (tiny), objective "
-          f"{METRIC} ({spec.direction}), successive halving every {args.every} from step "
+    print(f"\n{trials} trials of {spec.base['steps']} steps on digits (tiny), objective "
+          f"{METRIC} ({spec.direction}), successive halving every {every} from step "
           f"{spec.prune.min_steps}, reduction {spec.prune.reduction}\n")  # fmt: skip
     print(f"{'arm':<12} {'steps spent':>12} {'share':>7} {'seconds':>8} {'best trial':>11} "
           f"{METRIC:>15}")  # fmt: skip
@@ -120,6 +144,40 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nsteps: {halving['spent'] / full['spent']:.0%} of running every trial to the end "
           f"(goal <= 50%: {saved}); best: {found}, {gap:.1%} from the full runs' best "
           f"(goal <= 5%: {'HOLDS' if same or gap <= 0.05 else 'FAILS'})")  # fmt: skip
+
+
+def replay(args: argparse.Namespace) -> None:
+    """Halving with --min-steps and --reduction on recorded full curves, beside the full runs."""
+    recorded = json.loads(Path(args.replay).read_text())
+    steps, trials = recorded["steps"], recorded["to the end"]
+    min_steps = args.min_steps or args.every
+    spec = specs.parse(
+        {"base": {"steps": steps}, "space": {"lr_g": {"choice": [1e-3]}},
+         "objective": {"metric": METRIC},
+         "prune": {"every": args.every, "min_steps": min_steps, "reduction": args.reduction}},
+        max_trials=1000,
+    )  # fmt: skip
+    arms = {}
+    for arm, pruner in (("to the end", optuna.pruners.NopPruner()), ("halving", None)):
+        study = optuna.create_study(direction=spec.direction, pruner=pruner or studies.pruner(spec))
+        spent = 0
+        for t in trials:
+            trial = study.ask()
+            last = None
+            for step, value in t["curve"]:
+                trial.report(value, step)
+                last = (step, value)
+                if trial.should_prune():
+                    break
+            spent += last[0]
+            if last[0] < steps:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, last[1])
+        best = study.best_trial
+        arms[arm] = {"spent": spent, "best": best.number, "value": best.value, "seconds": 0.0}
+    print(f"replayed on {args.replay}:")
+    report(arms, spec, args.every, len(trials))
 
 
 if __name__ == "__main__":
