@@ -2,7 +2,8 @@
 trials run to their end, in one run (issue #23's goal: at most half the steps, and the same best
 trial or one within 5% of it).
 
-    python -m sweeps.bench --trials 8 --steps 300 --every 50
+    python -m sweeps.bench --trials 8 --steps 1000 --every 100 --min-steps 400 --curves c.json
+    python -m sweeps.bench --replay c.json --every 100 --min-steps 200   # no training
 
 The trials are drawn once (the spec's sampler, its seed) and trained in this process by the core's
 Trainer on digits, one after another, in the same order in both arms; the halving arm asks the
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         {
             "base": {"dataset": "digits", "preset": "tiny", "steps": args.steps,
                      "sample_every": 0, "checkpoint_every": 0, "log_every": args.every},
-            "space": {"lr_g": {"log_uniform": [1e-5, 3e-3]},
-                      "diversity_weight": {"choice": [0, 0.07, 0.3]}},
+            "space": {"lr_g": {"log_uniform": [1e-4, 3e-3]},  # issue #23's example space
+                      "diversity_weight": {"choice": [0, 0.03, 0.07, 0.15]}},
             "sampler": "random",
             "trials": args.trials,
             "objective": {"metric": METRIC},
