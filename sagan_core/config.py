@@ -121,9 +121,10 @@ class Limits:
     data_root_chars: int = 1024  # SAGAN_MAX_DATA_ROOT_CHARS: the length of data_root
     gpus: int = 64  # processes of one run; the service's is its largest pool (SAGAN_GPU_POOLS)
     # What one run may record (#24: steps 2**31-1 with sample_every 1 was accepted): sample grids
-    # (steps / sample_every) and log lines (steps / log_every, ~16 metric rows each).
-    sample_grids: int = 1_000  # SAGAN_MAX_SAMPLE_GRIDS
-    log_lines: int = 100_000  # SAGAN_MAX_LOG_LINES
+    # (steps / sample_every) and log lines (steps / log_every, ~16 metric rows each). Unbounded in
+    # the core (a benchmark runs "forever" and stops itself); the service's are its settings'.
+    sample_grids: int = MAX_INT  # SAGAN_MAX_SAMPLE_GRIDS (the service's default: 1,000)
+    log_lines: int = MAX_INT  # SAGAN_MAX_LOG_LINES (the service's default: 100,000)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -183,10 +183,10 @@ class Settings(BaseSettings):
         Limits.reference_samples, ge=1, le=MAX_INT, description="config.eval_reference_samples"
     )
     max_sample_grids: int = Field(
-        Limits.sample_grids, ge=1, le=MAX_INT, description="sample grids one job may store"
+        1_000, ge=1, le=MAX_INT, description="sample grids one job may store (config.sample_every)"
     )
     max_log_lines: int = Field(
-        Limits.log_lines, ge=1, le=MAX_INT, description="log lines of metrics one job may store"
+        100_000, ge=1, le=MAX_INT, description="log lines of metrics one job may store"
     )
     max_data_root_chars: int = Field(
         Limits.data_root_chars, ge=1, le=MAX_INT, description="Length of config.data_root"
