@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--curves", help="write every trial's full curve here (JSON)")
     parser.add_argument(
+        "--full-only",
+        action="store_true",
+        help="train only the arm that runs every trial to its end (with --curves; then --replay "
+        "gives the halving arm)",
+    )
+    parser.add_argument(
         "--replay",
         help="no training: halving replayed on the curves a --curves run wrote (exact: training "
         "is deterministic per config, and a pruned trial's curve is a prefix of its full one)",
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     arms: dict[str, dict] = {}
     curves: dict[str, list] = {}
     for arm, pruner in (("to the end", optuna.pruners.NopPruner()), ("halving", None)):
+        if arm == "halving" and args.full_only:
+            break
         study = optuna.create_study(direction=spec.direction, pruner=pruner or studies.pruner(spec))
         rows, spent, started = [], 0, time.perf_counter()
         for params in points:
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.curves:
         Path(args.curves).write_text(json.dumps({"steps": spec.base["steps"], **curves}))
+    if args.full_only:
+        return
     prefixes = all(
         h["curve"] == f["curve"][: len(h["curve"])]
         for h, f in zip(curves["halving"], curves["to the end"], strict=True)
