@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,7 +18,29 @@ class Base(DeclarativeBase):
     pass
 
 
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    # A forked child (a prefork Celery worker's replacement child) inherits its parent's pooled
+    # connections; two processes on one socket corrupt the protocol ("consuming input failed",
+    # "connection in transaction status INTRANS"). The child starts new pools and leaves the
+    # parent's connections open, for the parent (SQLAlchemy: "Using Connection Pools with
+    # Multiprocessing or os.fork()").
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
 def make_engine(url: str, on_loop: bool = False) -> Engine:
+    engine = _new_engine(url, on_loop)
+    _ENGINES.add(engine)
+    return engine
+
+
+def _new_engine(url: str, on_loop: bool) -> Engine:
     """An engine for the URL. `on_loop`: for the API's few short reads on its event loop, which
     must never wait long (a wait there stalls every request): a pool of its own (so the event
     loop never waits for a connection a thread-pool handler holds), a short connect timeout and,
