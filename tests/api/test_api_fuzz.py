@@ -213,7 +213,8 @@ def _real_values(world: World, path: str) -> dict[ParameterLocation, dict[str, l
         path_parameters = {"job_id": [world.grid_job_id], "step": [world.grid_step]}
     else:
         path_parameters = {
-            "job_id": world.job_ids, "model_id": world.model_ids, "sweep_id": world.sweep_ids
+            "job_id": world.job_ids, "model_id": world.model_ids, "sweep_id": world.sweep_ids,
+            "alias": ["best", "shipped-1"],  # valid names: PUT /models/<id>/aliases/<alias> works
         }  # fmt: skip
     query: dict[str, list[Any]] = {}
     if path.startswith("/models/{model_id}/"):  # classes and pixels of the 32 px, 10-class model
