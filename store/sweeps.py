@@ -139,6 +139,26 @@ def release_lease(session: Session, sweep_id: str) -> bool:
     return False
 
 
+def drop_lease(session: Session, sweep_id: str) -> None:
+    """Free the lease at once (its holder's pass failed): the next pass need not wait it out."""
+    session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id)
+        .values(lease_until=None, pokes=0)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def set_note(session: Session, sweep_id: str, note: str | None) -> None:
+    """Why the sweep waits (the owner's quota is full), or None when it no longer does."""
+    session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id)
+        .values(note=note)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def cancel_sweep(session: Session, sweep_id: str) -> bool:
     """running -> cancelled; False if it had already ended."""
     moved = session.execute(

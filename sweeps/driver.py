@@ -45,13 +45,9 @@ def advance(settings: Settings, sweep_id: str) -> None:
     while True:
         try:
             advance_once(settings, sweep_id)
-        except Exception:
+        except Exception:  # the next pass (the reaper's) may take it at once
             with session_scope(settings) as session:
-                session.execute(
-                    Sweep.__table__.update()
-                    .where(Sweep.id == sweep_id)
-                    .values(lease_until=None, pokes=0)
-                )
+                rows.drop_lease(session, sweep_id)
             raise
         with session_scope(settings) as session:
             if rows.release_lease(session, sweep_id):
@@ -184,20 +180,16 @@ def _make_trial(settings, sweep_id, spec, owner, number, params, trials) -> bool
             )
         except jobs.QuotaExceeded as e:
             session.rollback()
-            _note(session, sweep_id, f"waiting to start trial {number}: {e}")
+            rows.set_note(session, sweep_id, f"waiting to start trial {number}: {e}")
             return False
         chosen = ", ".join(f"{k}={shown(v)}" for k, v in params.items())
         jobs.add_event(session, job.id, "info", f"trial {number} of sweep {sweep_id}: {chosen}")
-        _note(session, sweep_id, None)
+        rows.set_note(session, sweep_id, None)
         session.commit()
         send_job(session, settings, job)
         trials[number] = _trial_row(job)
     log.info("sweep %s: trial %d is job %s (%s)", sweep_id, number, job.id, chosen)
     return True
-
-
-def _note(session, sweep_id: str, note: str | None) -> None:  # noqa: ANN001
-    session.execute(Sweep.__table__.update().where(Sweep.id == sweep_id).values(note=note))
 
 
 def _end(settings, sweep_id, study, trials) -> None:  # noqa: ANN001
@@ -212,7 +204,7 @@ def _end(settings, sweep_id, study, trials) -> None:  # noqa: ANN001
     log.info("sweep %s ended (%d trials completed)", sweep_id, len(completed))
 
 
-def cancel(settings: Settings, session, sweep: Sweep) -> None:  # noqa: ANN001
+def cancel(session, sweep: Sweep) -> None:  # noqa: ANN001
     """Cancel the sweep and ask its active trials to stop (their checkpoints stay)."""
     rows.cancel_sweep(session, sweep.id)
     for job in rows.trial_jobs(session, sweep.id):

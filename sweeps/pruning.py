@@ -5,7 +5,6 @@ back as the one line the job ends with."""
 
 from __future__ import annotations
 
-import logging
 import math
 import statistics
 
@@ -16,7 +15,6 @@ from store.settings import Settings
 from sweeps import spec as specs
 from sweeps import study as studies
 
-log = logging.getLogger(__name__)
 RUNG_KEY = "completed_rung_{}"  # where Optuna's SuccessiveHalvingPruner keeps a trial's rung value
 
 

@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sagan_core import metric_names
@@ -111,7 +111,6 @@ class SweepSpec:
     promote: str | None = None
     seed: int = 0
     name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {

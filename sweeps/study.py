@@ -10,7 +10,6 @@ too), so it lives beside ours, not among them: in PostgreSQL the same database's
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from typing import Any
 
@@ -21,7 +20,6 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from store.settings import Settings
@@ -29,7 +27,6 @@ from sweeps.spec import Param, SweepSpec
 
 OPTUNA_SCHEMA = "optuna"
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a study per sweep; its INFO lines are noise
-log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
@@ -96,10 +93,6 @@ def pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     )
 
 
-def direction(spec: SweepSpec) -> str:
-    return spec.direction
-
-
 def open_study(
     settings: Settings, sweep_id: str, spec: SweepSpec, draw: int = 0, create: bool = False
 ) -> optuna.Study:
@@ -130,6 +123,3 @@ def trial_handle(study: optuna.Study, settings: Settings, number: int) -> tuple[
     study_id = storage.get_study_id_from_name(study.study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     return optuna.Trial(study, trial_id), trial_id
-
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

@@ -152,9 +152,7 @@ def list_trials(
     summary="Cancel a sweep",
     responses={**NO_SWEEP_404, 409: error("the sweep has already ended")},
 )
-def cancel_sweep(
-    sweep_id: SweepIdPath, session: SessionDep, owner: OwnerDep, services: ServicesDep
-) -> SweepOut:
+def cancel_sweep(sweep_id: SweepIdPath, session: SessionDep, owner: OwnerDep) -> SweepOut:
     """No new trials; its queued and running trials are cancelled (a running one stops at a
     checkpoint, which is kept). Ended trials and their models stay."""
     sweep = rows.owned_sweep(session, owner, sweep_id)
@@ -162,7 +160,7 @@ def cancel_sweep(
         raise job_states.InvalidTransition(
             f"sweep {sweep.id} is {sweep.state}; only a running sweep can be cancelled"
         )
-    driver.cancel(services.settings, session, sweep)
+    driver.cancel(session, sweep)
     session.commit()
     session.refresh(sweep)
     return _out(session, sweep)
