@@ -28,6 +28,11 @@ TRAINING = (
     "lr_g",
     "lr_d",
     "compile_s",  # the fast path's first log line: seconds its first step took (compiling)
+    # CUDA runs only (sagan_core.gpu_stats): the window's memory peaks, NVML's utilisation, power
+    "gpu_mem_gib",
+    "gpu_mem_reserved_gib",
+    "gpu_util",
+    "gpu_power_w",
 )
 # Every variety_every steps (sagan_core.variety).
 VARIETY = ("class_accuracy", "variety", "variety_min", "nearest_real")

@@ -34,6 +34,7 @@ from .distributed import NO_BUFFER_SYNC, Ranks, shard, sync_batch_norms
 from .ema import ema_update, ema_update_foreach
 from .finite import FiniteWatch
 from .flops import step_flops
+from .gpu_stats import gpu_metrics
 from .losses import d_hinge_loss, g_hinge_loss, mode_seeking_term
 from .models import Discriminator, Generator, attention_gamma_metrics
 from .recipe import fill_augmentation
@@ -363,6 +364,7 @@ class Trainer:
                 metrics["lr_d"] = self.opt_d.param_groups[0]["lr"]
                 if self.augment.adaptive:
                     metrics["augment_p"] = float(self.augment.p)
+                metrics.update(gpu_metrics(self.device))  # none on CPU: absent, not zero
                 if self._variety_due(step, final):  # on the same line when the steps meet
                     metrics.update(self._variety_metrics())
                 self._emit_metrics(step, metrics)

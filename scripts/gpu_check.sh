@@ -28,9 +28,10 @@ $python -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 for stage in $stages; do
     echo "=== $stage"
     case $stage in
-    tests) # the fast path's step on CUDA against plain; CUDA graphs without skips (#14)
+    tests) # the fast path's step on CUDA against plain; CUDA graphs without skips (#14);
+        # the GPU figures in a train job's metrics (#24: nvidia-ml-py, carried in .whl, for NVML's)
         $python -m pytest -q -p no:cacheprovider --noconftest tests/core/test_fast_path_cuda.py \
-            2>&1 | tee "$out/tests.txt" ;;
+            tests/core/test_gpu_stats.py 2>&1 | tee "$out/tests.txt" ;;
     bench) # plain, bf16, fast and fast + CUDA graphs at the issue's three sizes (#14)
         $python -m sagan_core.bench train --steps "${STEPS:-20}" --warmup 3 ${SIZES:+--sizes "$SIZES"} \
             2>&1 | tee "$out/bench.md" ;;
