@@ -18,7 +18,18 @@ from api.config_schema import document_train_config
 from api.deps import Services
 from api.errors import OUTAGE_RETRY_AFTER_S, SHOWN_FIELD_CHARS, InvalidField, encodable
 from api.limits import BodySizeLimit, RejectNulBytes, nul_in_stored_text
-from api.routes import aliases, dashboard, datasets, defaults, health, jobs, models, sweeps
+from api.prometheus import RequestMetrics
+from api.routes import (
+    aliases,
+    dashboard,
+    datasets,
+    defaults,
+    health,
+    jobs,
+    models,
+    operations,
+    sweeps,
+)
 from sagan_core.config import shown
 from store.aliases import AliasNotFound
 from store.checkpoints import ModelNotFound
@@ -177,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "datasets", "description": "stored datasets: upload, pack, list, delete"},
             {"name": "sweeps", "description": "hyperparameter searches whose trials are jobs"},
             {"name": "health", "description": "liveness and readiness probes"},
+            {"name": "operations", "description": "Prometheus metrics for operators"},
         ],
     )
     app.state.services = Services(settings or get_settings())
@@ -203,6 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # a dataset upload streams to storage: its own, larger limit
         uploads={"/datasets": app.state.services.settings.max_dataset_bytes},
     )
+    app.add_middleware(RequestMetrics)  # outermost: it counts the answers of the two above too
     app.include_router(health.router)
     app.include_router(defaults.router)  # before jobs: /jobs/defaults is not a job id
     app.include_router(jobs.router)
@@ -210,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(aliases.router)
     app.include_router(datasets.router)
     app.include_router(sweeps.router)
+    app.include_router(operations.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app

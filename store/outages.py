@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from store.telemetry import OUTAGE_RETRIES, service_of
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -88,6 +90,7 @@ def call_through_outages(
             log.warning(
                 "%s failed (attempt %d, %s: %s); retrying", what, attempt, type(e).__name__, first
             )
+            OUTAGE_RETRIES.labels(service_of(what, e)).inc()
             sleep(min(wait, left))
             wait = min(wait * 2, max_wait_s)
             attempt += 1

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
         None, description="/readyz needs a live worker; default: in the embedded mode only"
     )
     worker_device: str = "auto"
+    # What only a worker knows (its job's GPU figures, upload times, outage retries), for
+    # Prometheus: plain HTTP, no token, so it listens where the operator says (worker.metrics_port).
+    worker_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve the worker's Prometheus metrics on this port"
+    )
+    worker_metrics_addr: str = Field(
+        "127.0.0.1", description="The address the worker's metrics port binds (0.0.0.0: any)"
+    )
     # Many GPUs per job (issue #15): a job of `gpus: N` goes to the queue of size N, which every
     # worker serving at least N GPUs consumes; the API refuses an N larger than every pool.
     worker_gpus: int | None = Field(

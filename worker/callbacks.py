@@ -20,6 +20,7 @@ from store.sample_grids import sample_grid_key
 from store.settings import Settings
 from store.storage import Storage
 from sweeps.pruning import TrialReporter
+from worker import metrics_port
 from worker.liveness import JobLiveness
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class JobCallbacks(TrainerCallbacks):
     # -- metrics ------------------------------------------------------------------------------
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        metrics_port.gpu(self.job_id, metrics)  # the worker's port has them at once
         rows = [(name, step, value) for name, value in metrics.items()]
 
         def write() -> None:

@@ -13,7 +13,7 @@ from celery import signals
 
 from store.queue import EVALUATE_TASK, PACK_TASK, TRAIN_TASK, celery_for, enqueue_job
 from store.settings import get_settings
-from worker import job_life, tasks
+from worker import job_life, metrics_port, tasks
 from worker.callbacks import worker_shutting_down
 from worker.datasets import pack_job
 from worker.liveness import ProcessLiveness
@@ -34,6 +34,7 @@ def _start_beating(sender=None, **_: object) -> None:  # noqa: ANN001
         queues = ""
     _liveness = ProcessLiveness(settings, job_life.worker_name(), queues or settings.train_queue)
     _liveness.start()
+    metrics_port.serve(settings)  # SAGAN_WORKER_METRICS_PORT, when the operator set one
 
 
 @signals.worker_shutdown.connect

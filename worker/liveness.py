@@ -16,6 +16,7 @@ from store import jobs
 from store.db import session_scope
 from store.settings import Settings
 from store.workers import beat_worker, remove_worker
+from worker import metrics_port
 
 log = logging.getLogger(__name__)
 STATE_POLL_SECONDS = 1.0
@@ -44,6 +45,7 @@ class JobLiveness:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        metrics_port.forget(self.job_id)
 
     def lost(self) -> bool:
         """Another worker took the job over, or it left the running states without us."""
@@ -55,6 +57,7 @@ class JobLiveness:
         last_beat = -float("inf")
         while True:
             now = time.monotonic()
+            metrics_port.progress(self.job_id, self.step, self.images_per_s)
             try:
                 with session_scope(self.settings) as session:
                     if now - last_beat >= interval:

@@ -45,6 +45,9 @@ SEED = int(os.environ.get("SAGAN_FUZZ_SEED", "20250610"))
 # 150 keeps `make test` near 20 minutes on 2 cores (300 took ~230 s of it); raise it to explore.
 MAX_EXAMPLES = int(os.environ.get("SAGAN_FUZZ_EXAMPLES", "150"))
 TIME_LIMIT_S = 300  # the whole test, seeding included: a run takes 1-2 minutes on 2 cores
+ADMIN_ONLY = {
+    "GET /metrics"
+}  # called with an admin's token (test_api_prometheus: a user's is a 403)
 USER = "fuzz"
 
 CHECKS = [
@@ -125,6 +128,8 @@ class World:
     grid_job_id: str
     grid_step: int
     sweep_ids: list[str] = field(default_factory=list)
+    # An admin's, for the operations only an admin may call (GET /metrics spans every owner)
+    admin_headers: dict[str, str] = field(default_factory=dict)
     checks: dict[str, list[Callable[..., Any]]] = field(default_factory=dict)  # per operation
     seen: Counter = field(default_factory=Counter)  # (operation label, status)
     failed: bool = False
@@ -163,6 +168,7 @@ def _seed_rows(checkpoint: Path, make_model: Callable[..., dict]) -> dict[str, A
         write_metrics(session, job.id, rows)
         metrics_job_id = job.id
         _, token = create_token(session, USER, note="fuzz")
+        _, admin_token = create_token(session, "fuzz-operator", admin=True, note="fuzz")
         # A running sweep with no trials yet (its driver never ran): read, listed and cancelled.
         spec = parse({"space": {"lr_g": {"choice": [1e-3, 3e-4]}}, "sampler": "grid"}, 100)
         sweep_id = create_sweep(session, USER, spec.to_dict()).id
@@ -170,7 +176,8 @@ def _seed_rows(checkpoint: Path, make_model: Callable[..., dict]) -> dict[str, A
     Image.new("RGB", (8, 8)).save(png, format="PNG")
     storage_from_settings(settings).put_bytes(sample_grid_key(ids["job_id"], 2), png.getvalue())
     return {
-        "token": token, "job_ids": [ids["job_id"], metrics_job_id], "sweep_id": sweep_id, **ids
+        "token": token, "admin_token": admin_token, "job_ids": [ids["job_id"], metrics_job_id],
+        "sweep_id": sweep_id, **ids,
     }  # fmt: skip
 
 
@@ -186,6 +193,7 @@ def fuzz_world(
         grid_job_id=rows["job_id"],
         grid_step=2,
         sweep_ids=[rows["sweep_id"]],
+        admin_headers={"Authorization": f"Bearer {rows['admin_token']}"},
     )
     yield world
     print("\nfuzz: responses per operation and status:")
@@ -314,8 +322,10 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
 @schema.parametrize()
 def test_api_fuzz(case: schemathesis.Case, fuzz_world: World) -> None:
     checks = fuzz_world.checks[case.operation.label]
+    admin_only = case.operation.label in ADMIN_ONLY
+    headers = fuzz_world.admin_headers if admin_only else fuzz_world.headers
     try:
-        response = case.call_and_validate(headers=dict(fuzz_world.headers), checks=checks)
+        response = case.call_and_validate(headers=dict(headers), checks=checks)
     except HypothesisException:
         raise  # a rejected case, not a finding
     except (FailureGroup, Exception):  # FailureGroup: a BaseExceptionGroup of check failures
