@@ -27,6 +27,14 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1; } ||
     echo "could not install docker-compose; the compose test will skip" >&2
 fi
+# promtool (Debian's prometheus package) checks docker/prometheus and the dashboard's queries.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing promtool (Debian package prometheus) to check the monitoring config"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1; } ||
+    echo "could not install promtool; its checks will skip" >&2
+fi
 # Debian's chromium and chromium-driver drive the dashboard in a real browser (tests/dashboard).
 if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } &&
   command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
