@@ -19,6 +19,7 @@ import typer
 
 from sagan_cli import datasets, jobs, login, models, sweeps, tokens
 from sagan_cli.tokens import current_settings
+from store.log_format import configure_logging
 
 app = typer.Typer(
     help="SAGAN training service. `sagan up` runs everything on this machine.",
@@ -33,10 +34,19 @@ log = logging.getLogger("sagan")
 FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s %(levelname)s %(name)s] %(message)s"
-    )
+def _logging() -> str:
+    """This process's log lines as SAGAN_LOG_FORMAT says (text or json); returns the format."""
+    fmt = _settings().log_format
+    configure_logging(fmt)
+    return fmt
+
+
+def _uvicorn_log_config(fmt: str) -> dict | None:
+    """uvicorn's own handlers for text (its usual lines); none under json, so that its loggers
+    (uvicorn.error, uvicorn.access) reach the root logger's JSON handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    return LOGGING_CONFIG if fmt == "text" else None
 
 
 def _settings():  # noqa: ANN202
@@ -92,10 +102,17 @@ def _first_token(settings) -> None:  # noqa: ANN001
     )
 
 
-def _uvicorn(host: str, port: int) -> None:
+def _uvicorn(host: str, port: int, fmt: str) -> None:
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=_uvicorn_log_config(fmt),
+    )
 
 
 # -- the embedded service ---------------------------------------------------------------------
@@ -235,8 +252,9 @@ def up(
     """Run the embedded service: migrations, a supervised Celery worker, the API, a reaper.
 
     Once the API listens it prints where to go (dashboard, API docs, the token), then every
-    --progress-every seconds a line per running job: step, losses, FID, images/s, ETA."""
-    _logging()
+    --progress-every seconds a line per running job: step, losses, FID, images/s, ETA.
+    Its worker processes inherit the environment, SAGAN_LOG_FORMAT included."""
+    fmt = _logging()
     root = data_dir or Path(os.environ.get("SAGAN_DATA_DIR") or "data")
     os.environ["SAGAN_DATA_DIR"] = str(root.resolve())
     settings = _settings()
@@ -274,6 +292,7 @@ def up(
         port=port,
         log_level="info",
         access_log=access_log,
+        log_config=_uvicorn_log_config(fmt),
     )
     server = uvicorn.Server(config)
     from sagan_cli.progress import ProgressReporter, where_to_go
@@ -307,7 +326,7 @@ def api(
     ] = None,
 ) -> None:
     """Run the API alone (the distributed API container); workers run elsewhere."""
-    _logging()
+    fmt = _logging()
     settings = _settings()
     _check_auth(settings, host)
     if migrate:
@@ -316,7 +335,7 @@ def api(
         from worker.reaper import start_reaper_thread
 
         start_reaper_thread(settings, reap_every)
-    _uvicorn(host, port)
+    _uvicorn(host, port, fmt)
 
 
 @app.command()

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         None, description="/readyz needs a live worker; default: in the embedded mode only"
     )
     worker_device: str = "auto"
+    # Issue #24: what the API, the workers and `sagan up` write to stderr (store.log_format).
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines for people (text), or one JSON object a line for log collectors "
+        "(json): time, level, logger, message, and job_id, worker and step where there is one",
+    )
     # What only a worker knows (its job's GPU figures, upload times, outage retries), for
     # Prometheus: plain HTTP, no token, so it listens where the operator says (worker.metrics_port).
     worker_metrics_port: int | None = Field(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sagan_core.trainer import TrainerCallbacks
-from store import jobs
+from store import jobs, log_format
 from store.checkpoints import checkpoint_key, prune_checkpoints, register_checkpoint
 from store.db import session_scope
 from store.metrics import write_metrics, write_protocol
@@ -185,6 +185,7 @@ class JobCallbacks(TrainerCallbacks):
 
     def should_stop(self, step: int) -> bool:
         self.liveness.step = step
+        log_format.step.set(step + 1)  # its log records' step: the one training (metrics' number)
         if worker_shutting_down():
             self.stop_reason = "shutdown"
             return True

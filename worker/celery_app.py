@@ -8,9 +8,13 @@ Late acks, prefetch 1 and reject-on-worker-lost come from store.queue.make_celer
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from celery import signals
+from celery.utils.log import get_multiprocessing_logger
 
+from store.log_format import JsonFormatter, configure_logging, job_context, reformat
 from store.queue import EVALUATE_TASK, PACK_TASK, TRAIN_TASK, celery_for, enqueue_job
 from store.settings import get_settings
 from worker import job_life, metrics_port, tasks
@@ -56,22 +60,58 @@ def _queue_of(task) -> str | None:  # noqa: ANN001
     return (task.request.delivery_info or {}).get("routing_key")
 
 
+# Each task's log records (and its heartbeat thread's) carry the job's id and this worker's name.
 @app.task(name=TRAIN_TASK, ignore_result=True, bind=True)
 def train(self, job_id: str) -> str | None:  # noqa: ANN001
-    return None if _pass_on(job_id, "train", _queue_of(self)) else tasks.train_job(job_id, settings)
+    with job_context(job_id, job_life.worker_name()):
+        if _pass_on(job_id, "train", _queue_of(self)):
+            return None
+        return tasks.train_job(job_id, settings)
 
 
 @app.task(name=EVALUATE_TASK, ignore_result=True)
 def evaluate(job_id: str) -> str | None:
-    return None if _pass_on(job_id, "evaluate") else tasks.evaluate_job(job_id, settings)
+    with job_context(job_id, job_life.worker_name()):
+        return None if _pass_on(job_id, "evaluate") else tasks.evaluate_job(job_id, settings)
 
 
 @app.task(name=PACK_TASK, ignore_result=True)
 def pack(job_id: str) -> str | None:
-    return None if _pass_on(job_id, "pack") else pack_job(job_id, settings)
+    with job_context(job_id, job_life.worker_name()):
+        return None if _pass_on(job_id, "pack") else pack_job(job_id, settings)
 
 
-if not logging.getLogger().handlers:  # the app keeps Celery off the root logger; give ours one
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s %(levelname)s %(name)s] %(message)s"
-    )
+# Logging (SAGAN_LOG_FORMAT): the app keeps Celery off the root logger (worker_hijack_root_logger
+# is off), so the root logger gets ours; Celery's own handlers (its task logger, billiard's) get
+# our format. Under json, what Celery prints rather than logs: its banner is off (as with
+# `celery -q worker`), and its signal handlers' lines ("worker: Warm shutdown") are JSON too.
+@signals.celeryd_init.connect
+def _json_console(instance=None, **_: object) -> None:  # noqa: ANN001
+    if settings.log_format == "json":
+        from celery.apps import worker as celery_worker
+
+        if instance is not None:
+            instance.quiet = True
+        celery_worker.safe_say = _say_json
+
+
+def _say_json(msg: str, f=sys.__stderr__) -> None:  # noqa: ANN001
+    """celery.apps.worker.safe_say, one JSON line: a raw write, as it runs in signal handlers."""
+    record = logging.LogRecord("celery.apps.worker", logging.INFO, __file__, 0, msg, None, None)
+    try:
+        os.write(f.fileno(), (JsonFormatter().format(record) + "\n").encode())
+    except (OSError, AttributeError, ValueError):  # no console: the line is lost, as Celery's
+        pass
+
+
+@signals.after_setup_logger.connect
+def _format_root(logger=None, **_: object) -> None:  # noqa: ANN001
+    reformat(settings.log_format, logger, get_multiprocessing_logger())
+
+
+@signals.after_setup_task_logger.connect
+def _format_task_logger(logger=None, **_: object) -> None:  # noqa: ANN001
+    reformat(settings.log_format, logger)
+
+
+configure_logging(settings.log_format, logging.INFO)

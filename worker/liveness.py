@@ -8,6 +8,7 @@ the task; the job goes stale only if the outage outlasts the stale window.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -35,7 +36,13 @@ class JobLiveness:
         self.state: str = jobs.RUNNING
         self.owner: str | None = worker
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"beat-{job_id}", daemon=True)
+        # A copy of the task's context: the thread's log records carry the job id (store.log_format)
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._loop,),
+            name=f"beat-{job_id}",
+            daemon=True,
+        )
         self._failing_since: float | None = None
 
     def __enter__(self) -> JobLiveness:
