@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         3,
         description="Newest checkpoints kept per job, besides those a model points at; 0 keeps all",
     )
+    # Issue #24: training goes on while a checkpoint uploads (worker.uploads); off is the plain
+    # synchronous path, kept to compare against (python -m worker.bench_checkpoint).
+    background_uploads: bool = Field(
+        True,
+        description="Upload each checkpoint on a thread of its own while training goes on (one "
+        "in flight: the next checkpoint waits for it); false: the training loop waits for it",
+    )
     heartbeat_seconds: float = Field(
         10.0, description="How often a worker records that it is alive (per task and per process)"
     )

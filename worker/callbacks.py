@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -19,9 +20,11 @@ from store.outages import call_through_outages
 from store.sample_grids import sample_grid_key
 from store.settings import Settings
 from store.storage import Storage
+from store.telemetry import CHECKPOINT_UPLOAD_BYTES, CHECKPOINT_UPLOAD_SECONDS
 from sweeps.pruning import TrialReporter
 from worker import metrics_port
 from worker.liveness import JobLiveness
+from worker.uploads import BackgroundUploads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,7 +87,8 @@ class JobCallbacks(TrainerCallbacks):
         self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost" | "pruned"
         self.reporter = reporter  # a sweep's trial: its objective goes to the sweep's pruner
         self.prune_reason: str | None = None
-        self.last_checkpoint_step = last_checkpoint_step
+        self.last_checkpoint_step = last_checkpoint_step  # the last one *registered*
+        self.uploads = BackgroundUploads(f"job {job_id}", background=settings.background_uploads)
         self.images_per_s: float | None = None
         self.rate = SmoothedRate()
 
@@ -117,13 +121,27 @@ class JobCallbacks(TrainerCallbacks):
     # -- checkpoints --------------------------------------------------------------------------
 
     def on_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
+        """Upload and register the checkpoint, on the uploads' thread unless they are off
+        (SAGAN_BACKGROUND_UPLOADS). The previous upload is waited for first, and its error raised
+        here: the trainer deletes the previous file once this returns."""
         if self.stop_reason == "lost" or self.liveness.lost():
+            self.uploads.drain(reraise=False)  # not our job any more: its errors neither
             return  # the job's new owner resumes from the last checkpoint we registered
+        self.uploads.submit(lambda: self.store_checkpoint(step, path, set(tags)))
+
+    def drain(self, *, reraise: bool = True) -> None:
+        """Wait for the upload in flight: before the job ends, and before its run dir goes. With
+        `reraise` False its error is only logged (the run already failed of its own)."""
+        self.uploads.drain(reraise=reraise)
+
+    def store_checkpoint(self, step: int, path: Path, tags: set[str]) -> None:
         # Storage first, then the rows: a registered checkpoint is always downloadable.
+        started = time.perf_counter()
         key = checkpoint_key(self.job_id, step)
         size = self._retried(
             f"upload of checkpoint {step}", lambda: self.storage.put_file(key, path)
         )
+        CHECKPOINT_UPLOAD_BYTES.inc(size)
 
         def register() -> list[str]:
             with session_scope(self.settings) as session:
@@ -134,7 +152,7 @@ class JobCallbacks(TrainerCallbacks):
                     step=step,
                     key=key,
                     size_bytes=size,
-                    tags=set(tags) | {"latest"},  # every new checkpoint is the latest one
+                    tags=tags | {"latest"},  # every new checkpoint is the latest one
                     resolution=self.resolution,
                     class_names=self.class_names,
                 )
@@ -151,6 +169,7 @@ class JobCallbacks(TrainerCallbacks):
             except Exception as e:  # an orphaned object costs space, not correctness
                 log.warning("job %s: could not delete old checkpoint %s: %s", self.job_id, old, e)
         self.last_checkpoint_step = step
+        CHECKPOINT_UPLOAD_SECONDS.observe(time.perf_counter() - started)
         log.info("job %s: checkpoint step %d stored at %s", self.job_id, step, key)
 
     # -- sample grids -------------------------------------------------------------------------

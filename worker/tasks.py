@@ -172,8 +172,10 @@ def _train(
                 cfg, run_dir / "run", callbacks, evaluator=evaluator, dataset=dataset, limits=limits
             )
             result = trainer.run(resume_from=resume)
+        callbacks.drain()  # the last checkpoint registered before the job ends (an outage: below)
     except Exception as e:
         if callbacks is not None:
+            callbacks.drain(reraise=False)  # what the run registered counts; `e` is what it tells
             last_checkpoint_step = callbacks.last_checkpoint_step
         kept = f"resumes from step {last_checkpoint_step or 0}"
         if is_outage(e):
@@ -186,6 +188,8 @@ def _train(
             settings, job_id, worker, jobs.FAILED, failure_message(e, last_checkpoint_step)
         )
     finally:
+        if callbacks is not None:  # no upload still reading the run dir, whatever stopped the run
+            callbacks.drain(reraise=False)
         uses.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
