@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -15,6 +16,7 @@ from .config import ConfigError, TrainConfig
 from .config_fields import DESCRIPTIONS
 from .data import DatasetError, build_dataset
 from .device import resolve_device
+from .distributed import join_from_env, leave, threads_per_rank, under_elastic_agent
 from .launch import train_distributed
 from .recipe import BUILTIN_IMAGES, choose_preset
 from .run_dir import RunDirectoryWriter
@@ -131,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
     if "preset" not in values:  # said once the data is there: an error stays one line
         print(f"preset {cfg.preset}: {choice.reason}", file=sys.stderr)
     evaluator = None
-    if cfg.eval_every:
+    if cfg.eval_every and os.environ.get("RANK", "0") == "0":  # (under torchrun: rank 0's)
         from .evaluate import DirectoryStatsCache, make_training_evaluator
 
         # Reference statistics are shared by runs: cached beside the run directories.
@@ -141,10 +143,12 @@ def _train(args: argparse.Namespace) -> int:
             weights_path=args.inception_weights,
             cache=DirectoryStatsCache(run_dir.parent / ".stats-cache"),
         )
+    if under_elastic_agent():  # a worker of the user's own torchrun: no launch of our own
+        return _train_as_rank(cfg, run_dir, evaluator, dataset, resume)
     progress = _ProgressCallbacks(cfg.resolved().steps)
     callbacks = [progress, RunDirectoryWriter(run_dir)]
     try:
-        if cfg.gpus > 1:  # this process is rank 0 (the progress bar and files stay here)
+        if cfg.gpus > 1:  # the elastic agent's ranks; the progress bar and files stay here
             result = train_distributed(cfg, run_dir, callbacks, evaluator, dataset, None, resume)
         else:
             trainer = Trainer(
@@ -154,6 +158,35 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(f"step {result.step}: checkpoint {result.last_checkpoint}")
+    return 0
+
+
+def _train_as_rank(cfg: TrainConfig, run_dir: Path, evaluator, dataset, resume) -> int:  # noqa: ANN001
+    """One rank of a run under torchrun (issue #25): its place from the environment; rank 0
+    reports (progress bar, run directory, evaluation), the others train in run_dir/rank-N."""
+    import torch
+
+    kind = resolve_device(cfg.device).type
+    if kind == "cpu":
+        torch.set_num_threads(threads_per_rank())
+    ranks = join_from_env(kind)
+    try:
+        cfg = dataclasses.replace(cfg, device=kind, gpus=ranks.world_size)
+        progress = _ProgressCallbacks(cfg.resolved().steps) if ranks.is_main else None
+        callbacks = [progress, RunDirectoryWriter(run_dir)] if ranks.is_main else []
+        work_dir = run_dir if ranks.is_main else run_dir / f"rank-{ranks.rank}"
+        trainer = Trainer(
+            cfg, work_dir, callbacks, evaluator if ranks.is_main else None, dataset, ranks=ranks
+        )
+        try:
+            result = trainer.run(resume_from=resume)
+        finally:
+            if progress is not None:
+                progress.close()
+    finally:
+        leave()
+    if ranks.is_main:
+        print(f"step {result.step}: checkpoint {result.last_checkpoint}")
     return 0
 
 

@@ -12,14 +12,16 @@ Rank 0 is the run's voice: callbacks (metrics, checkpoints, samples, stop reques
 A second process group on gloo (`control`) carries the per-step stop flag on the CPU, so asking
 "stop?" never waits on a GPU stream.
 
-sagan_core.launch starts the ranks; this module is what every rank runs in (it knows nothing of
-data sets or the trainer).
+torch's elastic agent starts the ranks (sagan_core.elastic, or a user's own torchrun); each joins
+from the agent's environment (`join_from_env`). This module is what every rank runs in (it knows
+nothing of data sets or the trainer).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from datetime import timedelta
 
 import torch
@@ -32,8 +34,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # checkpoints between steps while the others wait at the next stop flag.
 STEP_TIMEOUT = timedelta(minutes=10)
 CONTROL_TIMEOUT = timedelta(hours=6)
-# How long the ranks have to start and meet (children import torch and build their data).
-JOIN_TIMEOUT = timedelta(minutes=5)
 
 
 class RankLostError(RuntimeError):
@@ -80,20 +80,36 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def rank_device(device: str, rank: int) -> str:
-    """Rank r of a CUDA run uses cuda:r (of the devices the worker sees); CPU ranks share it."""
-    return f"cuda:{rank}" if device.startswith("cuda") else device
+def join_from_env(device_kind: str) -> Ranks:
+    """Join the run's process groups from the elastic agent's (torchrun's) environment.
 
-
-def join(rank: int, world_size: int, store: dist.Store, device: torch.device) -> Ranks:
-    """Join the run's process groups (the step's group and the CPU control group)."""
+    RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT say where this process stands;
+    a CUDA run's rank uses cuda:LOCAL_RANK (which becomes the current device), CPU ranks share
+    the CPU. The step's group is NCCL on CUDA, gloo on the CPU; the control group is gloo.
+    """
+    device = torch.device(local_device(device_kind))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(
-        backend_for(device), store=store, rank=rank, world_size=world_size, timeout=STEP_TIMEOUT
-    )
+    dist.init_process_group(backend_for(device), init_method="env://", timeout=STEP_TIMEOUT)
     control = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
-    return Ranks(rank, world_size, control)
+    return Ranks(dist.get_rank(), dist.get_world_size(), control)
+
+
+def local_device(device_kind: str) -> str:
+    """This rank's device: cuda:LOCAL_RANK of a CUDA run (of the devices it sees), else the CPU."""
+    if device_kind.startswith("cuda"):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device_kind
+
+
+def threads_per_rank() -> int:
+    """CPU threads for each of this machine's ranks (LOCAL_WORLD_SIZE of them share the cores)."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def under_elastic_agent() -> bool:
+    """True in a process started by torchrun / the elastic agent (its place is in the env)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or {"RANK", "WORLD_SIZE"} <= os.environ.keys()
 
 
 def leave() -> None:

@@ -3,7 +3,8 @@
 Two ranks of batch B/2 take the step one process takes with batch B: the same losses, the same
 gradients of G and D, the same batch-norm statistics (with sync_bn). A run launched on two
 processes reports through rank 0 alone, resumes exactly, and a rank that dies stops the run with
-RankLostError, which the service counts as a lost worker.
+RankLostError, which the service counts as a lost worker. The ranks are torch's elastic agent's
+(issue #25); the caller's callbacks answer rank 0 (tests/core/test_elastic.py: the channel).
 """
 
 import os
@@ -12,7 +13,6 @@ import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sagan_core.checkpoint import load_checkpoint
@@ -20,7 +20,7 @@ from sagan_core.config import ConfigError, TrainConfig
 from sagan_core.distributed import (
     GroupBatchNorm2d,
     RankLostError,
-    join,
+    join_from_env,
     leave,
     sync_batch_norms,
 )
@@ -44,6 +44,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def join_as(rank: int, world: int, port: int):
+    """Join as the elastic agent's worker `rank` would (its environment), on the CPU."""
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    return join_from_env("cpu")
+
+
 def grads(net: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in net.parameters()])
 
@@ -65,8 +74,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def _one_step(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     """A rank of the step test (spawned): one train_step, then its statistics and gradients."""
     torch.set_num_threads(1)
-    store = dist.TCPStore("127.0.0.1", port, world, is_master=rank == 0, wait_for_workers=False)
-    ranks = join(rank, world, store, torch.device("cpu"))
+    ranks = join_as(rank, world, port)
     try:
         trainer = Trainer(TrainConfig.from_dict(cfg), os.path.join(out, f"r{rank}"), ranks=ranks)
         stats = trainer.train_step()
@@ -131,8 +139,7 @@ def test_without_sync_bn_each_rank_normalises_its_own_half(tmp_path):
 
 def _group_bn(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
-    store = dist.TCPStore("127.0.0.1", port, world, is_master=rank == 0, wait_for_workers=False)
-    join(rank, world, store, torch.device("cpu"))
+    join_as(rank, world, port)
     try:
         torch.manual_seed(0)
         x = (torch.randn(6, 5, 4, 4) * 3 + 2).requires_grad_(True)  # the whole batch, every rank
