@@ -43,8 +43,9 @@ def test_every_route_but_health_and_the_page_needs_a_token(embedded):
     # POST/GET /jobs, a job, its cancel, continue, events, metrics, sample grids, a grid; models,
     # a model, samples, attention, checkpoint; POST/GET /datasets, register, GET/DELETE a dataset;
     # GET /jobs/defaults; PUT an alias, GET /aliases, DELETE an alias; POST/GET /sweeps, a sweep,
-    # its trials, its cancel: a new route joins this list, and the test, by itself.
-    assert len(routes) == 28, routes
+    # its trials, its cancel; GET /metrics (an admin's): a new route joins this list, and the
+    # test, by itself.
+    assert len(routes) == 29, routes
     for method, path in routes:
         r = anonymous.request(method, path)
         assert r.status_code == 401, (method, path, r.text)
