@@ -9,10 +9,12 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextvars import copy_context
 from pathlib import Path
 
 import httpx
+import pytest
 from servicekit import (
     AUTH,
     TINY_TRAIN,
@@ -39,6 +41,16 @@ def _json(record: logging.LogRecord) -> dict:
     line = JsonFormatter().format(record)
     assert "\n" not in line
     return json.loads(line)
+
+
+@pytest.fixture(autouse=True)
+def _no_task_context() -> Iterator[None]:
+    """Tests before these ran trainer callbacks in this process (JobCallbacks.should_stop sets
+    the step outside any task): each test here starts with no job, worker or step."""
+    tokens = [(var, var.set(None)) for var in log_format.CONTEXT.values()]
+    yield
+    for var, token in reversed(tokens):
+        var.reset(token)
 
 
 def test_a_record_about_nothing_has_the_four_keys_only() -> None:
