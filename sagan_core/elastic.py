@@ -183,7 +183,8 @@ def launch_ranks(
         _signals_kept(),
         ChannelServer(channel, callbacks, evaluator, device) as server,
     ):
-        config = LaunchConfig(
+        config = _launch_config(
+            LaunchConfig,
             min_nodes=1,
             max_nodes=1,
             nproc_per_node=world,
@@ -208,6 +209,16 @@ def launch_ranks(
     if failed is not None:
         raise failure_error(failed.failures, run_dir, world) from failed
     return results[0]
+
+
+def _launch_config(launch_config, **fields):  # noqa: ANN001, ANN003, ANN202
+    """LaunchConfig without the fields this torch lacks (pyproject allows torch 2.4 on; a GPU
+    image may hold an older torch than our pin). Without `signals_to_handle`, the agent reads
+    the same choice from its environment variable, which _signals_kept puts back after."""
+    known = {f.name for f in dataclasses.fields(launch_config)}
+    if "signals_to_handle" in fields and "signals_to_handle" not in known:
+        os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = fields["signals_to_handle"]
+    return launch_config(**{k: v for k, v in fields.items() if k in known})
 
 
 class _signals_kept:  # noqa: N801  (a context manager used as `with _signals_kept():`)

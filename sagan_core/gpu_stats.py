@@ -25,13 +25,20 @@ def _nvml_handle(index: int) -> object | None:
             import pynvml
 
             pynvml.nvmlInit()
-            bus_id = torch.cuda.get_device_properties(index).pci_bus_id
-            _nvml_handles[index] = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
+            _nvml_handles[index] = pynvml.nvmlDeviceGetHandleByPciBusId(pci_address(index))
         except Exception as e:  # no driver library, an old driver, no such attribute
             log.info("GPU utilisation and power not reported: NVML unavailable (%s)", e)
             _nvml_failed = True
             return None
     return _nvml_handles[index]
+
+
+def pci_address(index: int) -> str:
+    """NVML's "domain:bus:device.function" of CUDA device `index`: torch gives the three numbers
+    as integers (passing its bus number alone finds nothing)."""
+    props = torch.cuda.get_device_properties(index)
+    domain = getattr(props, "pci_domain_id", 0)
+    return f"{domain:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
 
 
 def gpu_metrics(device: torch.device) -> dict[str, float]:

@@ -5,6 +5,7 @@
 #   scripts/gpu_check.sh                      # tests bench eval (not yet timed on a GPU)
 #   scripts/gpu_check.sh tests quality ddp    # any of: tests bench eval quality ddp worker
 #   STEPS=10 SIZES=32x64 scripts/gpu_check.sh bench
+#   LIMIT_bench=150 DDP_SIZES=32x64 scripts/gpu_check.sh ddp bench   # a stage's seconds at most
 #
 # Everything printed is also written under $OUT (or ./gpu-check): the tables go in the closing
 # note with the GPU they ran on (gpu.txt). `eval` needs torch-fidelity, which such a device may
@@ -25,15 +26,23 @@ status=0
 $python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" |
     tee -a "$out/gpu.txt"
 
+# Each stage runs under its own limit (LIMIT_<stage> seconds, 600 unless set), so one that hangs
+# or compiles for too long leaves the lease's minutes to the stages after it.
+limited() {
+    local var="LIMIT_$stage"
+    timeout -k 5 "${!var:-600}" "$@"
+}
+
 for stage in $stages; do
-    echo "=== $stage"
+    v="LIMIT_$stage"; echo "=== $stage (at most ${!v:-600} s)"
+    started=$SECONDS
     case $stage in
     tests) # the fast path's step on CUDA against plain; CUDA graphs without skips (#14);
         # the GPU figures in a train job's metrics (#24: nvidia-ml-py, carried in .whl, for NVML's)
-        $python -m pytest -q -p no:cacheprovider --noconftest tests/core/test_fast_path_cuda.py \
-            tests/core/test_gpu_stats.py 2>&1 | tee "$out/tests.txt" ;;
+        limited $python -m pytest -q -p no:cacheprovider --noconftest tests/core/test_gpu_stats.py \
+            tests/core/test_fast_path_cuda.py 2>&1 | tee "$out/tests.txt" ;;
     bench) # plain, bf16, fast and fast + CUDA graphs at the issue's three sizes (#14)
-        $python -m sagan_core.bench train --steps "${STEPS:-20}" --warmup 3 ${SIZES:+--sizes "$SIZES"} \
+        limited $python -m sagan_core.bench train --steps "${STEPS:-20}" --warmup 3 ${SIZES:+--sizes "$SIZES"} \
             2>&1 | tee "$out/bench.md" ;;
     eval) # 50,000-sample IS + FID beside torch-fidelity's pipeline (#14). No network there:
         # Inception with random weights times the same work (the weights' values cost nothing).
@@ -43,19 +52,20 @@ for stage in $stages; do
             $python -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; \
 from random_inception import save_random_inception; save_random_inception(Path('$weights'))"
         fi
-        $python -m sagan_core.bench eval --inception-weights "$weights" --samples "${SAMPLES:-50000}" \
+        limited $python -m sagan_core.bench eval --inception-weights "$weights" --samples "${SAMPLES:-50000}" \
             2>&1 | tee "$out/bench_eval.md" ;;
     quality) # the paper preset on digits must not collapse (#11): 10,000 steps
-        $python -m sagan_core.bench quality --set preset=paper --set device=cuda \
+        limited $python -m sagan_core.bench quality --set preset=paper --set device=cuda \
             --grid "$out/paper.png" 2>&1 | tee "$out/quality.md" ;;
     worker) # a few fast-path steps through the worker's entry point (#26); needs the service's
         # packages: carry their wheels in .whl (pip download -d .whl -r <(pip freeze))
-        $python scripts/gpu_worker_step.py 2>&1 | tee "$out/worker.txt" ;;
+        limited $python scripts/gpu_worker_step.py 2>&1 | tee "$out/worker.txt" ;;
     ddp) # DDP overhead on 1 GPU and scaling over every visible GPU (#15)
-        $python -m sagan_core.bench ddp 2>&1 | tee "$out/bench_ddp.md" ;;
+        limited $python -m sagan_core.bench ddp ${DDP_SIZES:+--sizes "$DDP_SIZES"} 2>&1 | tee "$out/bench_ddp.md" ;;
     *) echo "unknown stage $stage (tests bench eval quality ddp worker)" >&2; status=2; continue ;;
     esac
     rc=$?
-    [ $rc -ne 0 ] && { echo "=== $stage failed: rc $rc"; status=1; }
+    echo "=== $stage: rc $rc in $((SECONDS - started)) s$([ $rc -eq 124 ] && echo ' (its limit)')"
+    [ $rc -ne 0 ] && status=1
 done
 exit $status

@@ -8,6 +8,7 @@ the fast path compiles there, or says in the job's events why it runs uncompiled
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("SAGAN_DATA_DIR", tempfile.mkdtemp(prefix="sagan-gpu-worker-"))
     from store import jobs
     from store.db import session_scope
