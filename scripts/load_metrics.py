@@ -12,6 +12,11 @@
 4. Reads GET /jobs/<id>/metrics?max_points=... from --clients threads, --requests each.
 5. Submits --jobs jobs with POST /jobs from --post-clients threads.
 
+With --side-channel (the default; issue #24), a process of its own (scripts/load_side_channel.py)
+sends GET /jobs, GET /jobs/<id> and GET /healthz every --side-interval seconds, --side-idle
+seconds alone before step 4 and then throughout it, and the report compares the two: each route's
+idle and loaded p50/p99 and the p99 ratio.
+
 Prints, for both phases, requests, errors, p50/p99/max latency and throughput, and the machine.
 Everything is bounded: the counts by their flags (with upper limits), the run by --time-limit
 (phases stop sending once it has passed), each request by --request-timeout. Only loopback
@@ -34,12 +39,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from load_side_channel import compare, side_channel
+from load_side_channel import report as report_side_channel
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -380,6 +387,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole run")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     p.add_argument(
+        "--side-channel",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time GET /jobs, GET /jobs/<id>, GET /healthz alone, then beside the reads (#24)",
+    )
+    p.add_argument("--side-interval", type=float, default=0.1, help="seconds between requests")
+    p.add_argument("--side-idle", type=float, default=10.0, help="seconds of idle side channel")
+    p.add_argument(
         "--wrk",
         type=float,
         default=0.0,
@@ -435,8 +450,15 @@ def _wrk(url: str, headers: dict[str, str], clients: int, seconds: float, api_pi
 
 
 def _machine(database_url: str) -> dict:
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
     info = {
         "cpus": os.cpu_count(),
+        "cpu_model": models[0] if models else platform.processor(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
@@ -483,11 +505,19 @@ def main(argv: list[str] | None = None) -> dict:
                     _, warm = check(http, 0)  # an untimed read: connections, caches, a check
                 if warm:
                     raise SystemExit(f"the first metrics read failed: {warm}\n{_tail(workdir)}")
+                side = {"GET /jobs": "/jobs", "GET /jobs/{id}": f"/jobs/{job_id}"}
+                side["GET /healthz"] = "/healthz"
+                side_args = (base, args.auth_header, side, args.side_interval, args.request_timeout)
+                idle = None
+                if args.side_channel:
+                    with side_channel(*side_args) as idle:
+                        time.sleep(args.side_idle)
                 cpu0 = _cpu_seconds(api_pid)
-                _run_phase(
-                    reads, base, args.auth_header, args.clients, args.clients * args.requests,
-                    check, deadline, args.request_timeout,
-                )  # fmt: skip
+                with side_channel(*side_args) if args.side_channel else nullcontext() as loaded:
+                    _run_phase(
+                        reads, base, args.auth_header, args.clients,
+                        args.clients * args.requests, check, deadline, args.request_timeout,
+                    )  # fmt: skip
                 # The API's own CPU per request: what latency costs on a machine the load
                 # generator does not share.
                 reads.api_cpu_s = _cpu_seconds(api_pid) - cpu0
@@ -512,6 +542,15 @@ def main(argv: list[str] | None = None) -> dict:
                 "api_workers": args.api_workers,
                 "phases": [reads.summary(), posts.summary()] + ([wrk] if wrk else []),
             }
+            if idle and loaded:
+                result["side_channel"] = {
+                    "interval_s": args.side_interval,
+                    "idle_s": round(idle.wall_s, 2),
+                    "loaded_s": round(loaded.wall_s, 2),
+                    "idle_cpu_busy": idle.cpu_busy,
+                    "loaded_cpu_busy": loaded.cpu_busy,
+                    "routes": compare(idle, loaded),
+                }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     _report(result)
@@ -523,7 +562,8 @@ def main(argv: list[str] | None = None) -> dict:
 def _report(result: dict) -> None:
     m = result["machine"]
     print(
-        f"machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, {m['database']}, "
+        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}, Python {m['python']}, "
+        f"{m['database']}, "
         f"load average {m['load_avg']}; API: {result['api_workers']} uvicorn process(es)"
     )
     for ph in result["phases"]:
@@ -543,6 +583,8 @@ def _report(result: dict) -> None:
             + f"{' (stopped at --time-limit)' if ph['stopped_early'] else ''}",
             flush=True,
         )
+    if side := result.get("side_channel"):
+        report_side_channel(side)
 
 
 if __name__ == "__main__":

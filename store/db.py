@@ -34,19 +34,18 @@ def _forget_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
-def make_engine(url: str, on_loop: bool = False) -> Engine:
-    engine = _new_engine(url, on_loop)
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    engine = _new_engine(url, pool_size, max_overflow)
     _ENGINES.add(engine)
     return engine
 
 
-def _new_engine(url: str, on_loop: bool) -> Engine:
-    """An engine for the URL. `on_loop`: for the API's few short reads on its event loop, which
-    must never wait long (a wait there stalls every request): a pool of its own (so the event
-    loop never waits for a connection a thread-pool handler holds), a short connect timeout and,
-    on SQLite, a short busy wait."""
+def _new_engine(url: str, pool_size: int, max_overflow: int) -> Engine:
+    """An engine for the URL. Blocking: the API uses it from its thread pool only, never on its
+    event loop (#24: a round trip there held up every request). The pool's sizes are
+    PostgreSQL's (SQLite's file connections are cheap: its default pool)."""
     if url.startswith("sqlite"):
-        busy_s = 2 if on_loop else 30
+        busy_s = 30
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_s})
 
         @event.listens_for(engine, "connect")
@@ -60,25 +59,18 @@ def _new_engine(url: str, on_loop: bool) -> Engine:
 
         return engine
     # pre_ping: a connection the server dropped (restart, pg_terminate_backend) is replaced before
-    # use. 10 + 20 connections serve the API's thread pool under load without opening and closing
-    # overflow connections on every burst.
-    if on_loop:  # used one request at a time, each returning its connection before it awaits
-        return create_engine(
-            url,
-            pool_pre_ping=True,
-            pool_size=2,
-            max_overflow=2,
-            pool_timeout=5,
-            connect_args={"connect_timeout": 3},
-        )
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # use. 10 + 20 connections (the default) serve the API's thread pool under load without
+    # opening and closing overflow connections on every burst.
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
 
 @lru_cache
-def sessionmaker_for(url: str, on_loop: bool = False) -> sessionmaker[Session]:
-    """One engine (one connection pool) per database URL and process (and one more for the
-    API's reads on its event loop: `make_engine(on_loop=True)`)."""
-    return sessionmaker(bind=make_engine(url, on_loop), expire_on_commit=False)
+def sessionmaker_for(
+    url: str, pool_size: int = 10, max_overflow: int = 20
+) -> sessionmaker[Session]:
+    """One engine (one connection pool) per database URL and process, and one more per other
+    pool size asked for (the API's metric reads have a pool of their own: api.deps.Services)."""
+    return sessionmaker(bind=make_engine(url, pool_size, max_overflow), expire_on_commit=False)
 
 
 @contextmanager

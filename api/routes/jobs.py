@@ -1,14 +1,12 @@
-"""Jobs: start training or evaluation, follow progress, read metrics, cancel."""
+"""Jobs: start training or evaluation, follow progress, cancel (their metrics:
+api.routes.job_metrics, included here)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
-from fastapi.concurrency import run_in_threadpool
 
 from api import job_configs
 from api.deps import (
@@ -21,6 +19,7 @@ from api.deps import (
 )
 from api.errors import BODY_413, PROTECTED_RESPONSES, InvalidField, Responses, error
 from api.limits import JobIdPath
+from api.routes import job_metrics
 from api.sampling import etag_matches
 from api.schemas import (
     EventOut,
@@ -28,17 +27,12 @@ from api.schemas import (
     JobCreate,
     JobList,
     JobOut,
-    MetricsOut,
-    ProtocolOut,
     SampleGridList,
     SampleGridOut,
 )
-from sagan_core import metric_names
 from store import jobs as job_states
 from store import queue
 from store.checkpoints import job_models, models_of_jobs, newest_checkpoint
-from store.metrics import metric_names as stored_metric_names
-from store.metrics import read_metrics, read_protocols
 from store.models import Job, Model
 from store.sample_grids import sample_grid_key, sample_grid_steps
 
@@ -317,131 +311,8 @@ def list_events(
     return [EventOut.model_validate(e, from_attributes=True) for e in rows]
 
 
-@router.get(
-    "/{job_id}/metrics",
-    response_model=MetricsOut,
-    summary="Read a job's metric series",
-    description="Per metric name, `[step, value]` pairs in step order, downsampled to "
-    "`max_points` (evenly spaced, the last step always kept); JSON, or CSV with `format=csv`. "
-    "The ETag changes with every metrics write: `If-None-Match` answers `304` until new points "
-    "arrive.\n\n"
-    "`names` (comma-separated; all of the job's series when left out) takes the names the job "
-    "has rows for and the names a job of its kind can write, whether or not it has written them "
-    "yet, each then an empty series until its first row: a training job's "
-    f"{', '.join(metric_names.listed('train'))}; an evaluation job's "
-    f"{', '.join(metric_names.listed('evaluate'))}. Any other name is a `400` that suggests the "
-    "closest name and lists the job's.",
-    responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "job_id": "3f2c9a6e8b1d4c7f9e0a1b2c3d4e5f60",
-                        "series": {
-                            "d_loss": [[1000, 0.81], [1050, 0.79]],
-                            "fid": [[1000, 87.31]],
-                        },
-                    }
-                },
-                "text/csv": {"example": "name,step,value\nfid,1000,87.31\n"},
-            },
-            "description": "JSON, or CSV with format=csv",
-        },
-        304: {"description": "If-None-Match matched the ETag"},
-        400: error(
-            "a metric name the job neither has nor can write (`names: unknown metric 'd_los'; "
-            "did you mean 'd_loss'? ...`), one over 64 characters, until_step before "
-            "since_step, or a NUL byte"
-        ),
-        **NO_JOB_404,
-    },
-)
-async def read_job_metrics(
-    job_id: JobIdPath,
-    owner: OwnerDep,
-    services: ServicesDep,
-    names: Annotated[
-        str | None,
-        Query(
-            description="comma-separated metric names (default: all the job has)",
-            examples=["d_loss,g_loss", "fid,is"],
-        ),
-    ] = None,
-    since_step: Annotated[
-        int | None, Query(ge=0, le=MAX_INT32, description="only points at this step or later")
-    ] = None,
-    until_step: Annotated[
-        int | None, Query(ge=0, le=MAX_INT32, description="only points at this step or earlier")
-    ] = None,
-    max_points: Annotated[
-        int, Query(ge=1, le=100_000, description="at most this many points per series")
-    ] = 1000,
-    format: Annotated[
-        Literal["json", "csv"], Query(description="csv: `name,step,value` rows")
-    ] = "json",
-    if_none_match: Annotated[
-        str | None, Header(description="the ETag of an answer you have: `304` if unchanged")
-    ] = None,
-) -> Any:
-    with services.loop_sessionmaker() as session:  # a primary-key read, on the event loop
-        job = job_states.owned_job(session, owner, job_id)
-    wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
-    for name in wanted:
-        if len(name) > 64:
-            raise HTTPException(400, f"names: metric name too long (over 64 characters): {name!r}")
-    if since_step is not None and until_step is not None and until_step < since_step:
-        raise HTTPException(400, f"until_step ({until_step}) is before since_step ({since_step})")
-    kind = job.kind
-    # The job's metrics_version changes with every write, so a read of the same query at the
-    # same version is the same bytes: many viewers of one run cost one query per log event.
-    query = (tuple(wanted), since_step, until_step, max_points, format)
-    etag = services.metrics_cache.etag(job_id, job.metrics_version, query)
-    if etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-
-    def render() -> tuple[bytes, str]:
-        can_write = metric_names.can_write
-        with services.sessionmaker() as reader:
-            series = read_metrics(
-                reader, job_id, wanted or None, since_step, until_step, max_points
-            )
-            protocols = read_protocols(reader, job_id)
-            # A name with no rows here that the job's kind never writes is a typo unless the job
-            # has it outside the step window. Checked only on a render (a cache miss), so
-            # repeated reads of a custom name cost no extra query.
-            if odd := [n for n in wanted if not series.get(n) and not can_write(kind, n)]:
-                present = stored_metric_names(reader, job_id)
-                if unknown := [n for n in odd if n not in present]:
-                    raise HTTPException(
-                        400, metric_names.unknown_metrics_message(unknown, kind, present)
-                    )
-        for name in wanted:  # a requested name with no rows yet is an empty series, not missing
-            series.setdefault(name, [])
-        if format == "csv":
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(["name", "step", "value"])
-            for name in sorted(series):
-                writer.writerows((name, step, repr(value)) for step, value in series[name])
-            return buf.getvalue().encode(), "text/csv"
-        body = MetricsOut(
-            job_id=job_id,
-            series=dict(sorted(series.items())),
-            protocols=[ProtocolOut(step=st, protocol=p) for st, p in protocols],
-        )
-        return body.model_dump_json().encode(), "application/json"
-
-    # On the event loop but for a render (a cache miss: the downsampling query), which goes to
-    # the thread pool: a cached read is a primary-key SELECT and a dictionary lookup, cheaper than
-    # a thread hop, and served in arrival order, which keeps the tail close to the median (#9).
-    cached = services.metrics_cache.get(etag)
-    if cached is None:
-        cached = await run_in_threadpool(services.metrics_cache.get_or_render, etag, render)
-    content, media_type = cached
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if format == "csv":
-        headers["Content-Disposition"] = f'inline; filename="metrics-{job_id}.csv"'
-    return Response(content, media_type=media_type, headers=headers)
+# GET /jobs/<id>/metrics, here in the route order: a module of its own (#24)
+router.include_router(job_metrics.router)
 
 
 @router.get(
