@@ -26,8 +26,9 @@ from sweeps import spec as specs
 from sweeps import study as studies
 
 
-def trial_run(config: dict[str, Any], on_value) -> tuple[list[tuple[int, float]], int]:  # noqa: ANN001
-    """Train `config`; `on_value(step, value)` True stops it. Returns its curve and steps run."""
+def trial_run(config: dict[str, Any], on_value, metric: str = "class_accuracy"):  # noqa: ANN001, ANN201
+    """Train `config`; `on_value(step, value)` True stops it. Returns its curve (of `metric`) and
+    the steps run."""
     from sagan_core.config import TrainConfig
     from sagan_core.trainer import Trainer, TrainerCallbacks
 
@@ -36,9 +37,9 @@ def trial_run(config: dict[str, Any], on_value) -> tuple[list[tuple[int, float]]
 
     class Callbacks(TrainerCallbacks):
         def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-            if METRIC in metrics:
-                curve.append((step, metrics[METRIC]))
-                stop["now"] = bool(on_value(step, metrics[METRIC]))
+            if metric in metrics:
+                curve.append((step, metrics[metric]))
+                stop["now"] = bool(on_value(step, metrics[metric]))
 
         def should_stop(self, step: int) -> bool:
             return stop["now"]
@@ -53,6 +54,7 @@ METRIC = "class_accuracy"
 
 
 def main(argv: list[str] | None = None) -> None:
+    global METRIC  # noqa: PLW0603  (the objective of this run's trials, reports and replay)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-steps", type=int, default=None, help="first rung (default every)")
     parser.add_argument("--reduction", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--metric",
+        default=METRIC,
+        choices=("class_accuracy", "variety"),
+        help="the objective (maximised)",
+    )
     parser.add_argument("--curves", help="write every trial's full curve here (JSON)")
     parser.add_argument(
         "--full-only",
@@ -73,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         "is deterministic per config, and a pruned trial's curve is a prefix of its full one)",
     )
     args = parser.parse_args(argv)
+    METRIC = args.metric
     if args.replay:
         replay(args)
         return
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                 trial.report(value, step)
                 return trial.should_prune()
 
-            curve, steps = trial_run(spec.trial_config(params), on_value)
+            curve, steps = trial_run(spec.trial_config(params), on_value, METRIC)
             curves.setdefault(arm, []).append({"params": params, "curve": curve})
             spent += steps
             pruned = steps < spec.base["steps"]
