@@ -106,7 +106,12 @@ def send_or_note(
     try:
         enqueue_job(settings, job_id, kind, gpus, queue=queue)
     except Exception as e:  # kombu/redis raise many types; any of them means "not sent yet"
-        log.warning("job %s: broker unavailable (%s); the dispatcher will send it", job_id, e)
+        log.warning(
+            "job %s: broker unavailable (%s); the dispatcher will send it",
+            job_id,
+            e,
+            extra={"job_id": job_id},  # (the API's line carries the job's id under JSON logs)
+        )
         return e
     return None
 
