@@ -61,7 +61,19 @@ def _new_engine(url: str, pool_size: int, max_overflow: int) -> Engine:
     # pre_ping: a connection the server dropped (restart, pg_terminate_backend) is replaced before
     # use. 10 + 20 connections (the default) serve the API's thread pool under load without
     # opening and closing overflow connections on every burst.
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+
+    @event.listens_for(engine, "handle_error")
+    def _broken_ping_is_a_disconnect(context) -> None:  # noqa: ANN001
+        # psycopg leaves a connection whose socket closed under a query in status ACTIVE, and
+        # SQLAlchemy's pre-ping then fails restoring autocommit on it with a ProgrammingError it
+        # does not read as a disconnect: a 500 in a database kill storm (#24). Replace it instead.
+        if context.is_pre_ping and "connection in transaction status" in str(
+            context.original_exception
+        ):
+            context.is_disconnect = True
+
+    return engine
 
 
 @lru_cache
