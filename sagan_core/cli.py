@@ -17,6 +17,7 @@ from .config_fields import DESCRIPTIONS
 from .data import DatasetError, build_dataset
 from .device import resolve_device
 from .distributed import join_from_env, leave, threads_per_rank, under_elastic_agent
+from .elastic import enter_rank
 from .launch import train_distributed
 from .recipe import BUILTIN_IMAGES, choose_preset
 from .run_dir import RunDirectoryWriter
@@ -170,13 +171,7 @@ def _train_as_rank(cfg: TrainConfig, run_dir: Path, evaluator, dataset, resume) 
     if kind == "cpu":
         torch.set_num_threads(threads_per_rank())
     ranks = join_from_env(kind)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / f"rank-{ranks.rank}.pid").write_text(str(os.getpid()))  # (operators, tests)
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-        # The agent restarted the gang (a rank or a node was lost): every rank goes on from
-        # the run's newest checkpoint (run_dir is shared by the nodes, as on a cluster's
-        # shared file system) and so takes the steps the lost gang would have taken.
-        resume = newest_checkpoint_file(run_dir) or resume
+    resume = enter_rank(run_dir, ranks.rank, resume)
     try:
         cfg = dataclasses.replace(cfg, device=kind, gpus=ranks.world_size)
         progress = _ProgressCallbacks(cfg.resolved().steps) if ranks.is_main else None

@@ -57,11 +57,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def enter_rank(run_dir: Path, rank: int, resume: Path | str | None) -> Path | str | None:
+    """What a rank does first in its run directory (ours or a user's torchrun's): it writes
+    rank-N.pid (operators, tests) and returns the checkpoint to start from. In a gang the agent
+    restarted (a rank or a node was lost), that is the run's newest checkpoint, so every rank takes
+    the steps the lost gang would have taken (on several nodes run_dir is a shared file system)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / f"rank-{rank}.pid").write_text(str(os.getpid()))
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return newest_checkpoint_file(run_dir) or resume
+    return resume
+
+
 def rank_main(spec: dict, channel: Channel):  # noqa: ANN201  (rank 0: its TrainResult)
     """One worker of the agent: join from the environment, train, leave (rank 0 reports)."""
     rank = int(os.environ["RANK"])
     run_dir = Path(spec["run_dir"])
-    (run_dir / f"rank-{rank}.pid").write_text(str(os.getpid()))
+    resume = enter_rank(run_dir, rank, spec.get("resume_from"))
     try:
         cfg = TrainConfig.from_dict(spec["config"])
         if cfg.device == "cpu":
@@ -69,9 +81,6 @@ def rank_main(spec: dict, channel: Channel):  # noqa: ANN201  (rank 0: its Train
         ranks = join_from_env(cfg.device)
         dataset = build_dataset(TrainConfig.from_dict(spec["data_config"]).resolved())
         limits = Limits(**spec["limits"]) if spec.get("limits") else None
-        resume = spec.get("resume_from")
-        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:  # a restarted gang
-            resume = newest_checkpoint_file(run_dir) or resume
         if ranks.is_main:
             callbacks, work_dir = RemoteCallbacks(channel), run_dir
             evaluator = RemoteEvaluator(channel) if spec["evaluate"] else None

@@ -45,7 +45,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from load_side_channel import compare, side_channel
+from load_side_channel import compare, percentile_ms, side_channel
 from load_side_channel import report as report_side_channel
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -233,20 +233,16 @@ class Phase:
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
     def summary(self) -> dict:
-        lat = sorted(self.latencies)
-
-        def pct(p: float) -> float | None:  # nearest rank
-            return round(1000 * lat[max(0, math.ceil(p * len(lat)) - 1)], 1) if lat else None
-
+        lat = self.latencies
         n = len(lat) + sum(v for k, v in self.errors.items() if k.startswith("exception"))
         return {
             "phase": self.name,
             "requests": n,
             "errors": sum(self.errors.values()),
             "error_kinds": self.errors,
-            "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99),
-            "max_ms": round(1000 * lat[-1], 1) if lat else None,
+            "p50_ms": percentile_ms(lat, 0.50),
+            "p99_ms": percentile_ms(lat, 0.99),
+            "max_ms": percentile_ms(lat, 1.0),
             "throughput_rps": round(n / self.wall_s, 1) if self.wall_s else None,
             "wall_s": round(self.wall_s, 2),
             "stopped_early": self.stopped_early,

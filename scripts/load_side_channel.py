@@ -83,7 +83,7 @@ def side_channel(
 
 
 def percentile_ms(latencies: list[float], p: float) -> float | None:
-    """Nearest rank, as load_metrics' phases."""
+    """Nearest rank (p=1: the largest), in ms; load_metrics' phases and the side channel."""
     lat = sorted(latencies)
     return round(1000 * lat[max(0, math.ceil(p * len(lat)) - 1)], 1) if lat else None
 

@@ -54,7 +54,6 @@ METRIC = "class_accuracy"
 
 
 def main(argv: list[str] | None = None) -> None:
-    global METRIC  # noqa: PLW0603  (the objective of this run's trials, reports and replay)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
@@ -81,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
         "is deterministic per config, and a pruned trial's curve is a prefix of its full one)",
     )
     args = parser.parse_args(argv)
-    METRIC = args.metric
     if args.replay:
         replay(args)
         return
@@ -94,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                       "diversity_weight": {"choice": [0, 0.03, 0.07, 0.15]}},
             "sampler": "random",
             "trials": args.trials,
-            "objective": {"metric": METRIC},
+            "objective": {"metric": args.metric},
             "prune": {"every": args.every, "min_steps": args.min_steps or args.every,
                       "reduction": args.reduction},
             "seed": args.seed,
@@ -119,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                 trial.report(value, step)
                 return trial.should_prune()
 
-            curve, steps = trial_run(spec.trial_config(params), on_value, METRIC)
+            curve, steps = trial_run(spec.trial_config(params), on_value, spec.metric)
             curves.setdefault(arm, []).append({"params": params, "curve": curve})
             spent += steps
             pruned = steps < spec.base["steps"]
@@ -128,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 study.tell(trial, curve[-1][1])
             rows.append((trial.number, params, steps, curve[-1][1], pruned))
-            print(f"  {arm}: trial {trial.number} {params} -> {steps} steps, {METRIC} "
+            print(f"  {arm}: trial {trial.number} {params} -> {steps} steps, {spec.metric} "
                   f"{curve[-1][1]:.4f}{' (pruned)' if pruned else ''}", flush=True)  # fmt: skip
         best = study.best_trial
         arms[arm] = {"rows": rows, "spent": spent, "best": best.number, "value": best.value,
@@ -149,10 +147,10 @@ def main(argv: list[str] | None = None) -> None:
 def report(arms: dict[str, dict], spec: specs.SweepSpec, every: int, trials: int) -> None:
     full, halving = arms["to the end"], arms["halving"]
     print(f"\n{trials} trials of {spec.base['steps']} steps on digits (tiny), objective "
-          f"{METRIC} ({spec.direction}), successive halving every {every} from step "
+          f"{spec.metric} ({spec.direction}), successive halving every {every} from step "
           f"{spec.prune.min_steps}, reduction {spec.prune.reduction}\n")  # fmt: skip
     print(f"{'arm':<12} {'steps spent':>12} {'share':>7} {'seconds':>8} {'best trial':>11} "
-          f"{METRIC:>15}")  # fmt: skip
+          f"{spec.metric:>15}")  # fmt: skip
     for name, arm in arms.items():
         share = arm["spent"] / full["spent"]
         print(f"{name:<12} {arm['spent']:>12,} {share:>7.0%} {arm['seconds']:>8.0f} "
@@ -173,7 +171,7 @@ def replay(args: argparse.Namespace) -> None:
     min_steps = args.min_steps or args.every
     spec = specs.parse(
         {"base": {"steps": steps}, "space": {"lr_g": {"choice": [1e-3]}},
-         "objective": {"metric": METRIC},
+         "objective": {"metric": args.metric},
          "prune": {"every": args.every, "min_steps": min_steps, "reduction": args.reduction}},
         max_trials=1000,
     )  # fmt: skip
