@@ -54,6 +54,7 @@ MINIMUM: dict[str, int | float] = {
     "variety_every": 0,
     "eval_samples": 1,
     "gpus": 1,
+    "nodes": 1,
     "eval_reference_samples": 2,
     "seed": 0,
 }

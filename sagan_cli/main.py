@@ -131,7 +131,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 def _served_queues(settings, pack: bool = True) -> str:  # noqa: ANN001
     """The queues a worker of this machine consumes: jobs of 1..SAGAN_WORKER_GPUS GPUs, and the
     pack queue (CPU work any worker can do) unless a worker of its own takes it."""
-    from worker.tasks import worker_gpus
+    from worker.training import worker_gpus
 
     queues = settings.queues_served(worker_gpus(settings))
     return ",".join([*queues, settings.pack_queue] if pack else queues)

@@ -18,7 +18,7 @@ from .data import DatasetError, build_dataset
 from .device import resolve_device
 from .distributed import join_from_env, leave, threads_per_rank, under_elastic_agent
 from .elastic import enter_rank
-from .launch import train_distributed
+from .launch import ONE_MACHINE, train_distributed
 from .recipe import BUILTIN_IMAGES, choose_preset
 from .run_dir import RunDirectoryWriter
 from .trainer import Trainer, TrainerCallbacks
@@ -146,6 +146,8 @@ def _train(args: argparse.Namespace) -> int:
         )
     if under_elastic_agent():  # a worker of the user's own torchrun: no launch of our own
         return _train_as_rank(cfg, run_dir, evaluator, dataset, resume)
+    if cfg.nodes > 1:
+        raise ConfigError("nodes", ONE_MACHINE.format(nodes=cfg.nodes))
     progress = _ProgressCallbacks(cfg.resolved().steps)
     callbacks = [progress, RunDirectoryWriter(run_dir)]
     try:
@@ -173,7 +175,7 @@ def _train_as_rank(cfg: TrainConfig, run_dir: Path, evaluator, dataset, resume) 
     ranks = join_from_env(kind)
     resume = enter_rank(run_dir, ranks.rank, resume)
     try:
-        cfg = dataclasses.replace(cfg, device=kind, gpus=ranks.world_size)
+        cfg = dataclasses.replace(cfg, device=kind, gpus=ranks.world_size, nodes=1)
         progress = _ProgressCallbacks(cfg.resolved().steps) if ranks.is_main else None
         callbacks = [progress, RunDirectoryWriter(run_dir)] if ranks.is_main else []
         work_dir = run_dir if ranks.is_main else run_dir / f"rank-{ranks.rank}"

@@ -203,6 +203,10 @@ class TrainConfig:
     # Processes of one data-parallel run (sagan_core.distributed): one per GPU (cuda:0..N-1), or
     # N CPU processes; batch_size is per process, so the global batch is gpus * batch_size.
     gpus: int = 1
+    # Machines of one run (issue #25): `gpus` processes on each of `nodes`, so the global batch is
+    # nodes * gpus * batch_size. A cluster launcher starts them (torchrun on each node, or the
+    # service's slurm launcher); one process never starts a run of nodes > 1 itself.
+    nodes: int = 1
     # With gpus > 1: G's batch norms use the statistics of the whole global batch (so the run is
     # the one-process run with the global batch); False: each process normalises its own.
     sync_bn: bool = True
@@ -349,15 +353,17 @@ class TrainConfig:
         need(self.precision in PRECISIONS, "precision", "must be 'fp32' or 'bf16'")
         need(self.path is None or self.path in PATHS, "path", "must be 'plain' or 'fast'")
         need(self.gpus >= 1, "gpus", "must be >= 1")
+        need(self.nodes >= 1, "nodes", "must be >= 1")
         need(
             not self.cuda_graphs or self.path != "plain",
             "cuda_graphs",
             "needs path fast (or null): the plain path is eager",
         )
         need(
-            not self.cuda_graphs or self.gpus == 1,
+            not self.cuda_graphs or self.gpus * self.nodes == 1,
             "cuda_graphs",
-            f"needs gpus 1 (got {self.gpus}): DDP's gradient hooks run outside the graphs",
+            f"needs one process (got gpus {self.gpus} x nodes {self.nodes}): DDP's gradient hooks "
+            "run outside the graphs",
         )
         self._check_records(limits, need)
         if self.gpus > 1:

@@ -112,6 +112,9 @@ DESCRIPTIONS: dict[str, str] = {
     "that has that many (cuda:0..N-1), or N processes on a CPU worker. batch_size is per process: "
     "the global batch is gpus x batch_size (scale lr_g and lr_d with it, see the README). The "
     "service runs it only on a worker pool of at least that many GPUs (SAGAN_GPU_POOLS).",
+    "nodes": "Machines of one run, each running gpus processes: the global batch is nodes x gpus x "
+    "batch_size. Needs a cluster launcher (SAGAN_LAUNCHER=slurm); the local launcher runs one "
+    "machine.",
     "sync_bn": "With gpus > 1: G's batch norms normalise with the statistics of the whole global "
     "batch (the run is then the one-process run with the global batch); false: each process "
     "uses its own share.",

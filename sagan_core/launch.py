@@ -15,7 +15,12 @@ from .device import resolve_device
 from .distributed import RankLostError
 from .elastic import launch_ranks
 
-__all__ = ["RankLostError", "train_distributed"]
+__all__ = ["ONE_MACHINE", "RankLostError", "train_distributed"]
+
+ONE_MACHINE = (
+    "a run of nodes={nodes} is started on its machines by a cluster launcher (torchrun on each "
+    "node, or the service's SAGAN_LAUNCHER=slurm); this starts ranks on one machine"
+)
 
 
 def train_distributed(
@@ -39,6 +44,8 @@ def train_distributed(
     the agent may restart the gang (from the run's newest checkpoint) before that.
     """
     config.validate(limits)
+    if config.nodes > 1:
+        raise ConfigError("nodes", ONE_MACHINE.format(nodes=config.nodes))
     cfg = config.resolved()
     world = cfg.gpus
     # Every rank's config says "cuda" (or "cpu"); each joins on its own cuda:LOCAL_RANK, which

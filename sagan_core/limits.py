@@ -31,6 +31,7 @@ class Limits:
     reference_samples: int = 200_000  # SAGAN_MAX_REFERENCE_SAMPLES: eval_reference_samples
     data_root_chars: int = 1024  # SAGAN_MAX_DATA_ROOT_CHARS: the length of data_root
     gpus: int = 64  # processes of one run; the service's is its largest pool (SAGAN_GPU_POOLS)
+    nodes: int = 1024  # SAGAN_MAX_NODES: machines of one run (a cluster launcher's, issue #25)
     # What one run may record (#24: steps 2**31-1 with sample_every 1 was accepted): sample grids
     # (steps / sample_every) and log lines (steps / log_every, ~16 metric rows each). Unbounded in
     # the core (a benchmark runs "forever" and stops itself); the service's are its settings'.
@@ -61,6 +62,7 @@ LIMITED_FIELDS = {
     "eval_samples": "eval_samples",
     "eval_reference_samples": "reference_samples",
     "gpus": "gpus",
+    "nodes": "nodes",
 }
 
 
@@ -68,4 +70,6 @@ def setting_name(limit: str) -> str:
     """The service's environment variable for a Limits attribute (SAGAN_MAX_BATCH_SIZE)."""
     if limit == "gpus":  # the largest worker pool: no worker could run more
         return "SAGAN_GPU_POOLS (the GPUs of the largest worker pool)"
+    if limit == "nodes":  # one machine unless a cluster launcher places the ranks
+        return "SAGAN_MAX_NODES with SAGAN_LAUNCHER=slurm; SAGAN_LAUNCHER=local runs one machine"
     return f"SAGAN_MAX_{limit.upper()}"

@@ -35,6 +35,17 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1; } ||
     echo "could not install promtool; its checks will skip" >&2
 fi
+# Debian's slurm-wlm (slurmctld, slurmd, sbatch) and munge run the slurm launcher's tests (issue
+# #25): each test starts its own controller and two node daemons on free ports (tests/service/
+# slurmkit.py); nothing here starts a cluster.
+if ! { command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; } &&
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing slurm-wlm and munge (Debian packages) for the slurm launcher's tests"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1; } ||
+    echo "could not install slurm-wlm; the slurm launcher's tests will skip" >&2
+fi
 # Debian's chromium and chromium-driver drive the dashboard in a real browser (tests/dashboard).
 if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } &&
   command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -209,6 +209,49 @@ class Settings(BaseSettings):
     max_log_lines: int = Field(
         100_000, ge=1, le=MAX_INT, description="log lines of metrics one job may store"
     )
+    max_nodes: int = Field(
+        64, ge=1, le=MAX_INT, description="config.nodes under SAGAN_LAUNCHER=slurm (local: 1)"
+    )
+    # Who starts a train job's ranks (issue #25): `local`, this worker (one machine); `slurm`, one
+    # allocation per job that the claiming worker submits, watches and cancels (worker.slurm).
+    launcher: Literal["local", "slurm"] = Field(
+        "local",
+        description="local: a worker trains its jobs itself, on its machine; slurm: it submits "
+        "each as one Slurm allocation (sbatch) of config.nodes nodes and watches it",
+    )
+    slurm_partition: str | None = Field(None, description="sbatch --partition (default: Slurm's)")
+    slurm_time_limit: str | None = Field(
+        None, description="sbatch --time of an allocation, e.g. 4:00:00 (default: the partition's)"
+    )
+    slurm_sbatch_args: str = Field(
+        "", description="More sbatch flags, as a shell would split them (--account=x --qos=y)"
+    )
+    slurm_queue_wait_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="An allocation still pending after this is cancelled and its job handed "
+        "back to the queue (not counted as an attempt)",
+    )
+    slurm_poll_seconds: float = Field(5.0, gt=0, description="How often squeue is asked")
+    slurm_run_root: Path | None = Field(
+        None,
+        description="Where allocations work (run directories, logs): a file system every node "
+        "and the workers share. Default: SAGAN_DATA_DIR/runs",
+    )
+    slurm_python: str | None = Field(
+        None,
+        description="The Python on the nodes (with this project installed); default: "
+        "the worker's own",
+    )
+    slurm_max_restarts: int = Field(
+        1, ge=0, description="Gang restarts torchrun may make in one allocation (a lost node)"
+    )
+    slurm_signal_seconds: int = Field(
+        120,
+        ge=0,
+        description="Seconds before the time limit when the run checkpoints and "
+        "hands the job back (sbatch --signal); 0: off",
+    )
     max_data_root_chars: int = Field(
         Limits.data_root_chars, ge=1, le=MAX_INT, description="Length of config.data_root"
     )
@@ -308,6 +351,7 @@ class Settings(BaseSettings):
             sample_grids=self.max_sample_grids,
             log_lines=self.max_log_lines,
             gpus=max(self.pool_sizes()),
+            nodes=self.max_nodes if self.launcher == "slurm" else 1,
         )
 
     def pool_sizes(self) -> list[int]:

@@ -76,6 +76,7 @@ class JobCallbacks(TrainerCallbacks):
         class_names: list[str],
         last_checkpoint_step: int | None = None,
         reporter: TrialReporter | None = None,
+        shutting_down: Callable[[], bool] = worker_shutting_down,
     ):
         self.job_id = job_id
         self.worker = worker
@@ -91,6 +92,9 @@ class JobCallbacks(TrainerCallbacks):
         self.uploads = BackgroundUploads(f"job {job_id}", background=settings.background_uploads)
         self.images_per_s: float | None = None
         self.rate = SmoothedRate()
+        # Whether to stop at a checkpoint and hand the job back: the worker's warm shutdown, or
+        # in a Slurm allocation the time limit coming (worker.allocation)
+        self.shutting_down = shutting_down
 
     def _retried(self, what: str, fn: Callable[[], T]) -> T:
         return call_through_outages(
@@ -205,7 +209,7 @@ class JobCallbacks(TrainerCallbacks):
     def should_stop(self, step: int) -> bool:
         self.liveness.step = step
         log_format.step.set(step + 1)  # its log records' step: the one training (metrics' number)
-        if worker_shutting_down():
+        if self.shutting_down():
             self.stop_reason = "shutdown"
             return True
         if self.liveness.lost():

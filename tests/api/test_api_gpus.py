@@ -60,3 +60,17 @@ def test_pools_and_queues_from_settings(monkeypatch):
     monkeypatch.delenv("SAGAN_BROKER_URL")
     assert Settings(worker_gpus=2).pool_sizes() == [2]
     assert Settings().pool_sizes() == [1]
+
+
+def test_nodes_need_a_cluster_launcher_and_stay_within_its_limit(embedded):
+    r = _post(embedded.client, nodes=2)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == (
+        "config.nodes: must be <= 1 (got 2); the operator's limit is SAGAN_MAX_NODES with "
+        "SAGAN_LAUNCHER=slurm; SAGAN_LAUNCHER=local runs one machine"
+    )
+    client = _client_with(embedded, launcher="slurm", max_nodes=4)
+    r = _post(client, nodes=4)
+    assert r.status_code == 201 and r.json()["config"]["nodes"] == 4, r.text
+    assert "must be <= 4 (got 5)" in _post(client, nodes=5).json()["detail"]
+    assert _post(client, nodes=0).json()["detail"] == "config.nodes: must be >= 1 (got 0)"

@@ -261,4 +261,12 @@ def test_cuda_graphs_need_the_fast_path_and_one_process():
     assert e.value.field == "cuda_graphs" and "path fast" in str(e.value)
     with pytest.raises(ConfigError) as e:
         TrainConfig(cuda_graphs=True, gpus=2).validate()
-    assert e.value.field == "cuda_graphs" and "gpus 1 (got 2)" in str(e.value)
+    assert e.value.field == "cuda_graphs" and "one process (got gpus 2 x nodes 1)" in str(e.value)
+
+
+def test_one_machine_does_not_start_a_run_of_many_nodes(tmp_path):
+    from sagan_core.launch import train_distributed
+
+    with pytest.raises(ConfigError) as e:
+        train_distributed(TrainConfig(dataset="digits", nodes=2, gpus=2, device="cpu"), tmp_path)
+    assert e.value.field == "nodes" and "cluster launcher" in str(e.value)
