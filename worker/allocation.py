@@ -29,7 +29,7 @@ from store.log_format import configure_logging
 from store.settings import Settings
 from worker.job_life import failure_message
 from worker.liveness import JobLiveness
-from worker.training import FAILED, Outcome, is_job_own, prepare, run_job
+from worker.training import FAILED, RELEASE, Outcome, is_job_own, prepare, run_job
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                     device=kind,
                     shutting_down=stop.exists,
                 )
+            if outcome.end == RELEASE and stop.exists():  # say who asked (the file says)
+                outcome.reason = f"{stop.read_text().strip()}; stopped at step {outcome.step}"
             outcome.write(run_dir / OUTCOME_FILE)
             log.info("job %s: rank 0 ended: %s", args.job_id, outcome.end)
             return 0

@@ -45,6 +45,7 @@ ALIVE = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OU
 CANCEL_GRACE_S = 120.0  # a cancelled job's rank 0 stops at its next step; then scancel
 RDZV_PORT_BASE = 29500  # + the allocation's id mod 10,000: two allocations on a node differ
 COMMAND_TIMEOUT_S = 60.0
+TIME_LIMIT = "the Slurm allocation nears its time limit (sbatch --signal)"
 
 
 class SlurmError(RuntimeError):
@@ -75,7 +76,7 @@ def batch_script(job_id: str, worker: str, config: dict, settings: Settings, wor
     lines += [
         "set -u",
         # The time limit nears: rank 0 checkpoints and the job goes back to the queue.
-        f"trap 'touch {q(str(work / STOP_FILE))}' USR1",
+        f"trap {q(f'echo {q(TIME_LIMIT)} > {q(str(work / STOP_FILE))}')} USR1",
         'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         'addr=$(scontrol show node "$head" | grep -o "NodeAddr=[^ ]*" | cut -d= -f2)',
         f"port=$(( {RDZV_PORT_BASE} + SLURM_JOB_ID % 10000 ))",
@@ -207,7 +208,8 @@ def watch(
                 cancel(slurm_id)
                 return Outcome(CANCELLED)
         if worker_shutting_down() and not (work / STOP_FILE).exists():
-            (work / STOP_FILE).touch()  # rank 0 checkpoints; the job goes back to the queue
+            # rank 0 checkpoints; the job goes back to the queue
+            (work / STOP_FILE).write_text(f"worker {liveness.worker} shut down")
             if pending:
                 cancel(slurm_id)
                 return Outcome(RELEASE, f"worker shut down before allocation {slurm_id} started")

@@ -153,6 +153,19 @@ def test_cancel_and_queue_wait_reach_slurm(
             return started and bool(c.get(f"/jobs/{job_id}").json()["step"])
 
         wait_until(running, 240, "running", api, worker)
+        # Slurm's warning before the time limit (--signal B:USR1@N) as scancel sends it: rank 0
+        # checkpoints, the job goes back to the queue (no loss) and runs on in a new allocation.
+        slurm.run("scancel", "--batch", "--signal=USR1", second)
+        third = worker.wait_for(
+            rf"job {job_id}: Slurm allocation (?!{first}\b|{second}\b)(\d+) submitted", 180
+        ).group(1)
+        assert slurm_job(slurm, second)["JobState"] == "COMPLETED"
+        events = c.get(f"/jobs/{job_id}/events").json()
+        [handed_back] = [e for e in events if "nears its time limit" in (e["message"] or "")]
+        assert handed_back["to_state"] == "queued", handed_back
+        assert not any(e["kind"] == "worker_lost" for e in events)
+        second = third
+        wait_until(running, 240, "running again", api, worker)
         assert c.post(f"/jobs/{job_id}/cancel").status_code in (200, 202)
         done = wait_job(c, job_id, ENDED, 180, api, worker)
         assert done["state"] == "cancelled", done
