@@ -17,7 +17,7 @@ from .config_fields import DESCRIPTIONS
 from .data import DatasetError, build_dataset
 from .device import resolve_device
 from .distributed import join_from_env, leave, threads_per_rank, under_elastic_agent
-from .elastic import enter_rank
+from .elastic import enter_rank, leave_rank
 from .launch import ONE_MACHINE, train_distributed
 from .recipe import BUILTIN_IMAGES, choose_preset
 from .run_dir import RunDirectoryWriter
@@ -187,6 +187,7 @@ def _train_as_rank(cfg: TrainConfig, run_dir: Path, evaluator, dataset, resume) 
         finally:
             if progress is not None:
                 progress.close()
+        leave_rank(run_dir, ranks.rank)
     finally:
         leave()
     if ranks.is_main:

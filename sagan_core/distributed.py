@@ -62,6 +62,12 @@ class Ranks:
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
         return bool(t.item())
 
+    def same(self, value: int) -> tuple[int, int]:
+        """The lowest and highest of `value` over the ranks (the control group)."""
+        t = torch.tensor([value, -value], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        return int(-t[1].item()), int(t[0].item())
+
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         """The mean over ranks of `t` (the step's group: on the device, asynchronous on GPUs)."""
         t = t.clone()

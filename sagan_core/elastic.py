@@ -61,12 +61,30 @@ def enter_rank(run_dir: Path, rank: int, resume: Path | str | None) -> Path | st
     """What a rank does first in its run directory (ours or a user's torchrun's): it writes
     rank-N.pid (operators, tests) and returns the checkpoint to start from. In a gang the agent
     restarted (a rank or a node was lost), that is the run's newest checkpoint, so every rank takes
-    the steps the lost gang would have taken (on several nodes run_dir is a shared file system)."""
+    the steps the lost gang would have taken (on several nodes run_dir is a shared file system).
+
+    A restart is told by rank-N.gang holding this run's id (TORCHELASTIC_RUN_ID, the same on
+    every node and in every gang of one run), written by the gang before: not by
+    TORCHELASTIC_RESTART_COUNT, which counts one agent's own restarts, and an agent that restarts
+    for another node's failure (a membership change) does not count it. `leave_rank` removes the
+    mark when the rank ends its run, so a later run of the same id starts as told.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / f"rank-{rank}.pid").write_text(str(os.getpid()))
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id:
+        mark = run_dir / f"rank-{rank}.gang"
+        restarted = restarted or (mark.exists() and mark.read_text() == run_id)
+        mark.write_text(run_id)
+    if restarted:
         return newest_checkpoint_file(run_dir) or resume
     return resume
+
+
+def leave_rank(run_dir: Path, rank: int) -> None:
+    """The rank ended its run (whatever the outcome, it was not lost): no gang to resume."""
+    (run_dir / f"rank-{rank}.gang").unlink(missing_ok=True)
 
 
 def rank_main(spec: dict, channel: Channel):  # noqa: ANN201  (rank 0: its TrainResult)
@@ -90,12 +108,15 @@ def rank_main(spec: dict, channel: Channel):  # noqa: ANN201  (rank 0: its Train
         if evaluator is not None:
             evaluator.config = trainer.config.to_dict()
         result = trainer.run(resume_from=resume)
+        leave_rank(run_dir, rank)
         return result if ranks.is_main else None
     except Exception as e:
         traceback.print_exc()
         write_report(run_dir / f"rank-{rank}.error", e)
         if type(e).__name__ not in JOB_ERRORS:
             time.sleep(LINGER_S)
+        else:
+            leave_rank(run_dir, rank)
         raise
     finally:
         leave()

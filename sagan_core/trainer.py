@@ -281,6 +281,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is not None:
             self._resume(Path(resume_from))
+        if self.ranks is not None:  # ranks that start apart would train out of step, silently
+            low, high = self.ranks.same(self.step)
+            if low != high:
+                raise RuntimeError(f"the ranks start at different steps ({low} to {high})")
         if self.recipe_note and self.step == 0 and self.is_main:
             self.callbacks.on_note(0, self.recipe_note)
         self.G.train()

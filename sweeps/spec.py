@@ -49,6 +49,7 @@ FIXED_FIELDS = {
     "download": "every trial trains on the same data",
     "device": "the workers place the trials",
     "gpus": "the workers place the trials",
+    "nodes": "the workers place the trials",
     "steps": "the trials' budget is the sweep's; set it in base",
 }
 MAX_CHOICES = 100

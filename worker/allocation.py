@@ -47,10 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sagan_core.config import ConfigError
     from sagan_core.distributed import join_from_env, leave, threads_per_rank
-    from sagan_core.elastic import enter_rank
-    from sagan_core.trainer import Trainer
+    from sagan_core.elastic import enter_rank, leave_rank
 
     cpu = settings.worker_device == "cpu" or not torch.cuda.is_available()
     kind = "cpu" if cpu else "cuda"
@@ -62,48 +60,62 @@ def main(argv: list[str] | None = None) -> int:
     row = json.loads((run_dir / JOB_FILE).read_text())
     ranks = join_from_env(kind)
     try:
-        config = row["config"]
-        want = int(config.get("nodes", 1)) * int(config.get("gpus", 1))
-        if ranks.world_size != want:  # not the job's allocation (an operator's sbatch flags)
-            if ranks.is_main:
-                error = ConfigError(
-                    "nodes", f"the allocation started {ranks.world_size} ranks, the job asks {want}"
-                )
-                Outcome(FAILED, failure_message(error, None)).write(run_dir / OUTCOME_FILE)
-            return 0
-        if ranks.is_main:
-            stop = run_dir / STOP_FILE
-            with JobLiveness(settings, args.job_id, args.worker) as liveness:
-                outcome = run_job(
-                    args.job_id,
-                    settings,
-                    args.worker,
-                    row,
-                    liveness,
-                    run_dir,
-                    ranks=ranks,
-                    resume_from=restarted,
-                    device=kind,
-                    shutting_down=stop.exists,
-                )
-            if outcome.end == RELEASE and stop.exists():  # say who asked (the file says)
-                outcome.reason = f"{stop.read_text().strip()}; stopped at step {outcome.step}"
-            outcome.write(run_dir / OUTCOME_FILE)
-            log.info("job %s: rank 0 ended: %s", args.job_id, outcome.end)
-            return 0
-        work = run_dir / f"rank-{rank}"
-        with ExitStack() as uses:
-            try:
-                run = prepare(args.job_id, settings, row, work, uses, ranks, kind)
-            except Exception as e:
-                if is_job_own(e):  # rank 0 says it for the job, and ends
-                    return 0
-                raise
-            trainer = Trainer(run.cfg, work, (), None, run.dataset, run.limits, ranks=ranks)
-            trainer.run(resume_from=restarted or run.resume)
-        return 0
+        _run_rank(args, settings, row, run_dir, ranks, kind, restarted)
+    except Exception as e:
+        if not is_job_own(e):  # a lost peer: the gang may restart, and resume
+            raise
     finally:
         leave()
+    leave_rank(run_dir, rank)  # this rank's run ended (rank 0 said how)
+    return 0
+
+
+def _run_rank(
+    args: argparse.Namespace,
+    settings: Settings,
+    row: dict,
+    run_dir: Path,
+    ranks,  # noqa: ANN001  (sagan_core.distributed.Ranks)
+    kind: str,
+    restarted: Path | None,
+) -> None:
+    from sagan_core.config import ConfigError
+    from sagan_core.trainer import Trainer
+
+    config = row["config"]
+    want = int(config.get("nodes", 1)) * int(config.get("gpus", 1))
+    if ranks.world_size != want:  # not the job's allocation (an operator's sbatch flags)
+        if ranks.is_main:
+            error = ConfigError(
+                "nodes", f"the allocation started {ranks.world_size} ranks, the job asks {want}"
+            )
+            Outcome(FAILED, failure_message(error, None)).write(run_dir / OUTCOME_FILE)
+        return
+    if ranks.is_main:
+        stop = run_dir / STOP_FILE
+        with JobLiveness(settings, args.job_id, args.worker) as liveness:
+            outcome = run_job(
+                args.job_id,
+                settings,
+                args.worker,
+                row,
+                liveness,
+                run_dir,
+                ranks=ranks,
+                resume_from=restarted,
+                device=kind,
+                shutting_down=stop.exists,
+            )
+        if outcome.end == RELEASE and stop.exists():  # say who asked (the file says)
+            outcome.reason = f"{stop.read_text().strip()}; stopped at step {outcome.step}"
+        outcome.write(run_dir / OUTCOME_FILE)
+        log.info("job %s: rank 0 ended: %s", args.job_id, outcome.end)
+        return
+    work = run_dir / f"rank-{ranks.rank}"
+    with ExitStack() as uses:
+        run = prepare(args.job_id, settings, row, work, uses, ranks, kind)  # rank 0 says its errors
+        trainer = Trainer(run.cfg, work, (), None, run.dataset, run.limits, ranks=ranks)
+        trainer.run(resume_from=restarted or run.resume)
 
 
 if __name__ == "__main__":

@@ -66,16 +66,19 @@ def slurm_env(distributed_env: dict, slurm: SlurmCluster, tmp_path: Path, **more
         SAGAN_LAUNCHER="slurm",
         SAGAN_SLURM_POLL_SECONDS="0.5",
         SAGAN_SLURM_RUN_ROOT=str(tmp_path / "shared-runs"),  # every "node" sees it
-        SAGAN_SLURM_MAX_RESTARTS="0",
-        **more,
+        **{"SAGAN_SLURM_MAX_RESTARTS": "0", **more},
     )
 
 
-def test_a_two_node_job_runs_as_one_allocation_and_a_killed_rank_is_a_lost_worker(
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+
+
+def test_a_two_node_job_survives_a_lost_rank_by_a_gang_restart_and_a_lost_node_by_a_retry(
     distributed_env: dict[str, str], slurm: SlurmCluster, tmp_path: Path
 ) -> None:
-    env = slurm_env(distributed_env, slurm, tmp_path)
-    config = {**TINY_TRAIN, "nodes": 2, "steps": 40, "log_every": 1, "checkpoint_every": 10}
+    env = slurm_env(distributed_env, slurm, tmp_path, SAGAN_SLURM_MAX_RESTARTS="1")
+    config = {**TINY_TRAIN, "nodes": 2, "steps": 50, "log_every": 1, "checkpoint_every": 10}
     with (
         ProcessGroup(tmp_path) as group,
         httpx.Client(base_url=f"http://127.0.0.1:{free_port()}", timeout=30, headers=AUTH) as c,
@@ -93,17 +96,32 @@ def test_a_two_node_job_runs_as_one_allocation_and_a_killed_rank_is_a_lost_worke
         placed = slurm_job(slurm, first)
         assert placed["NumNodes"] == "2" and placed["NodeList"] == "n[1-2]", placed
         assert placed["JobState"] == "RUNNING", placed
-        pid = int((work / "rank-1.pid").read_text())  # rank 1: the other node's process
-        os.kill(pid, signal.SIGKILL)
 
+        # A lost rank: torchrun restarts the gang in the same allocation, from the newest
+        # checkpoint in the shared run directory; the job is not lost.
+        killed = int((work / "rank-1.pid").read_text())  # rank 1: the other node's process
+        os.kill(killed, signal.SIGKILL)
+
+        def restarted() -> int | None:
+            pid = int((work / "rank-1.pid").read_text())
+            return pid if pid != killed and c.get(f"/jobs/{job_id}").json()["step"] > 12 else None
+
+        rank1 = wait_until(restarted, 240, "the restarted gang past step 12", api, worker)
+        assert slurm_job(slurm, first)["JobState"] == "RUNNING"
+        assert c.get(f"/jobs/{job_id}").json()["attempts"] == 1
+
+        # A lost node (its torchrun agent and rank): the allocation fails, and the job is a lost
+        # worker, requeued and run again in a new allocation from its last registered checkpoint.
+        agent = parent_of(rank1)
+        for pid in (rank1, agent):
+            os.kill(pid, signal.SIGKILL)
         done = wait_job(c, job_id, ENDED, 400, api, worker)
         assert done["state"] == "succeeded", (done, worker.output()[-4000:])
         assert done["attempts"] == 2
-        second = allocation_of(worker, job_id)
-        assert re.findall(rf"job {job_id}: Slurm allocation (\d+) submitted", worker.output()) == [
-            first,
-            str(int(first) + 1),
-        ], second
+        allocations = re.findall(
+            rf"job {job_id}: Slurm allocation (\d+) submitted", worker.output()
+        )
+        assert allocations == [first, str(int(first) + 1)], allocations
         assert slurm_job(slurm, first)["JobState"] == "FAILED"
         events = c.get(f"/jobs/{job_id}/events").json()
         [lost] = [e for e in events if e["kind"] == "worker_lost"]
@@ -112,7 +130,7 @@ def test_a_two_node_job_runs_as_one_allocation_and_a_killed_rank_is_a_lost_worke
         series = c.get(
             f"/jobs/{job_id}/metrics", params={"names": "d_loss", "max_points": 1000}
         ).json()["series"]
-        assert [s for s, _ in series["d_loss"]] == list(range(1, 41))  # rank 0's one series
+        assert [s for s, _ in series["d_loss"]] == list(range(1, 51))  # rank 0's one series
         model = c.get(f"/jobs/{job_id}").json()["latest_model_id"]
         png = c.get(f"/models/{model}/samples", params={"class": 3, "n": 4})
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
