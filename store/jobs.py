@@ -347,14 +347,14 @@ def heartbeat(
 
 def images_per_step(config: dict | None) -> int:
     """Images one training step consumes, as the trainer counts `images_per_s`: batch size x D steps
-    x ranks (`batch_size` is per process)."""
+    x ranks (`batch_size` is per process; gpus on each of `nodes`)."""
     config = config or {}
 
     def positive(key: str) -> int:
         value = config.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
-    return positive("batch_size") * positive("d_steps") * positive("gpus")
+    return positive("batch_size") * positive("d_steps") * positive("gpus") * positive("nodes")
 
 
 def eta_seconds(job: Job) -> float | None:

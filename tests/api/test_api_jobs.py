@@ -202,8 +202,9 @@ def test_cancel_running_job_asks_it_to_stop_and_events_tell_the_story(service):
 
 
 def test_running_job_reports_progress_eta_and_its_models(embedded, make_model):
-    config = TrainConfig.from_dict({**TINY, "d_steps": 2, "gpus": 2}).resolved().to_dict()
-    with session_scope(get_settings()) as session:  # 2 ranks: as a worker of 2 GPUs runs it
+    config = TrainConfig.from_dict({**TINY, "d_steps": 2, "gpus": 2, "nodes": 2}).resolved()
+    config = config.to_dict()
+    with session_scope(get_settings()) as session:  # 4 ranks: 2 GPUs on each of 2 nodes
         job, _ = jobs.create_job(
             session, owner="local", kind="train", config=config, total_steps=100
         )
@@ -214,8 +215,8 @@ def test_running_job_reports_progress_eta_and_its_models(embedded, make_model):
     job = embedded.client.get(f"/jobs/{job_id}").json()
     assert job["state"] == "running" and job["attempts"] == 1
     assert job["progress"] == 0.25 and job["images_per_s"] == 320.0
-    # images_per_s counts every D step's batch on every rank: a step takes 64 x 2 x 2 images
-    assert job["eta_seconds"] == round(75 * 64 * 2 * 2 / 320.0, 1) == 60.0
+    # images_per_s counts every D step's batch on every rank: a step takes 64 x 2 x 2 x 2 images
+    assert job["eta_seconds"] == round(75 * 64 * 2 * 2 * 2 / 320.0, 1) == 120.0
     assert job["latest_model_id"] is None
 
     made = make_model(None)
