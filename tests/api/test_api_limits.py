@@ -137,9 +137,11 @@ def test_limits_come_from_sagan_max_environment_variables(monkeypatch):
 
 def test_default_limits_are_the_core_defaults():
     # ... but for GPUs, the service's bound being its largest worker pool (1 unless configured),
-    # and for what a job records, which the core leaves unbounded (a benchmark runs "forever").
-    expected = dataclasses.replace(Limits(), gpus=1, sample_grids=1_000, log_lines=100_000)
+    # for nodes, one machine under the local launcher (SAGAN_MAX_NODES under slurm), and for what
+    # a job records, which the core leaves unbounded (a benchmark runs "forever").
+    expected = dataclasses.replace(Limits(), gpus=1, nodes=1, sample_grids=1_000, log_lines=100_000)
     assert Settings().limits() == expected
+    assert Settings(launcher="slurm").limits().nodes == 64
     with pytest.raises(ConfigError, match="batch_size: must be <= 2048 .*SAGAN_MAX_BATCH_SIZE"):
         TrainConfig(batch_size=2049).validate()  # the core CLI gets the defaults too
 
