@@ -50,15 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     from sagan_core.distributed import join_from_env, leave, threads_per_rank
     from sagan_core.elastic import enter_rank, leave_rank
 
-    cpu = settings.worker_device == "cpu" or not torch.cuda.is_available()
-    kind = "cpu" if cpu else "cuda"
-    if cpu:
-        torch.set_num_threads(threads_per_rank())
     run_dir: Path = args.run_dir
     rank = int(os.environ["RANK"])
     restarted = enter_rank(run_dir, rank, None)  # a restarted gang: the newest checkpoint
     row = json.loads((run_dir / JOB_FILE).read_text())
-    ranks = join_from_env(kind)
+    kind = device_kind(settings, row["config"])  # as the batch script asked Slurm for GPUs
+    # Without the CUDA the job asks for, the ranks join on the CPU and rank 0 fails the job.
+    joined = "cuda" if kind == "cuda" and torch.cuda.is_available() else "cpu"
+    if joined == "cpu":
+        torch.set_num_threads(threads_per_rank())
+    ranks = join_from_env(joined)
     try:
         _run_rank(args, settings, row, run_dir, ranks, kind, restarted)
     except Exception as e:
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def device_kind(settings: Settings, config: dict) -> str:
+    """ "cpu" or "cuda": what an allocation's ranks train on, and whether its batch script asks
+    Slurm for GPUs (worker.slurm): the CPU if the job or the workers' setting says so."""
+    return "cpu" if "cpu" in (settings.worker_device, config.get("device")) else "cuda"
+
+
 def _run_rank(
     args: argparse.Namespace,
     settings: Settings,
@@ -79,16 +86,26 @@ def _run_rank(
     kind: str,
     restarted: Path | None,
 ) -> None:
+    import torch
+
     from sagan_core.config import ConfigError
     from sagan_core.trainer import Trainer
 
     config = row["config"]
     want = int(config.get("nodes", 1)) * int(config.get("gpus", 1))
+    error = None
     if ranks.world_size != want:  # not the job's allocation (an operator's sbatch flags)
+        error = ConfigError(
+            "nodes", f"the allocation started {ranks.world_size} ranks, the job asks {want}"
+        )
+    elif kind == "cuda" and not torch.cuda.is_available():
+        error = ConfigError(
+            "device",
+            "the allocation's nodes have no CUDA device (SAGAN_WORKER_DEVICE=cpu, or the "
+            "job's device cpu, runs on their CPUs)",
+        )
+    if error is not None:  # every rank sees it; rank 0 says it for the job
         if ranks.is_main:
-            error = ConfigError(
-                "nodes", f"the allocation started {ranks.world_size} ranks, the job asks {want}"
-            )
             Outcome(FAILED, failure_message(error, None)).write(run_dir / OUTCOME_FILE)
         return
     if ranks.is_main:

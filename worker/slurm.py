@@ -33,7 +33,7 @@ from pathlib import Path
 
 from store import jobs
 from store.settings import Settings
-from worker.allocation import JOB_FILE, OUTCOME_FILE, STOP_FILE
+from worker.allocation import JOB_FILE, OUTCOME_FILE, STOP_FILE, device_kind
 from worker.callbacks import worker_shutting_down
 from worker.liveness import JobLiveness
 from worker.training import CANCELLED, FAILED, LOSE, RELEASE, Outcome, settle
@@ -60,7 +60,6 @@ def batch_script(job_id: str, worker: str, config: dict, settings: Settings, wor
     """The allocation's batch script: one torchrun agent per node, rank 0 the job's voice."""
     nodes, gpus = int(config.get("nodes", 1)), int(config.get("gpus", 1))
     python = settings.slurm_python or sys.executable
-    cpu = settings.worker_device == "cpu" or config.get("device") == "cpu"
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=sagan-{job_id[:8]}",
@@ -68,7 +67,7 @@ def batch_script(job_id: str, worker: str, config: dict, settings: Settings, wor
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --output={work}/slurm-%j.out",
     ]
-    if not cpu:
+    if device_kind(settings, config) == "cuda":
         lines.append(f"#SBATCH --gpus-per-node={gpus}")
     if settings.slurm_signal_seconds:
         lines.append(f"#SBATCH --signal=B:USR1@{settings.slurm_signal_seconds}")

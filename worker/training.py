@@ -176,14 +176,13 @@ def prepare(
 
 
 def is_job_own(error: BaseException) -> bool:
-    """The job's own failure (the same wherever it runs), not the loss of a process or a peer."""
-    from sagan_core.config import ConfigError
-    from sagan_core.data import DatasetError
+    """The job's own failure (the same wherever it runs), not the loss of a process or a peer:
+    the run's own errors as the elastic launch tells them apart, and the service's evaluation and
+    storage errors."""
+    from sagan_core.elastic import JOB_ERRORS
     from sagan_core.evaluate import EvaluationError
-    from sagan_core.trainer import DivergedError
 
-    own = (ConfigError, DatasetError, DivergedError, EvaluationError, StorageError)
-    return isinstance(error, own)
+    return isinstance(error, (*JOB_ERRORS.values(), EvaluationError, StorageError))
 
 
 def run_job(
