@@ -46,6 +46,12 @@ class PruneSpec(BaseModel):
     reduction: StrictInt = Field(
         3, ge=2, le=100, description="keep the best 1/reduction at each rung"
     )
+    mode: Literal["sync", "async"] = Field(
+        "sync",
+        description="sync: every trial waits (paused, at a checkpoint) at each rung until all "
+        "have reached it, then the best go on; async: Optuna's asynchronous halving, which "
+        "judges a trial against those that arrived before it (its first trials always go on)",
+    )
 
 
 class SweepCreate(BaseModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 from sagan_cli import output as fmt
 from store import jobs as job_states
 from store.db import session_scope
+from store.job_eta import eta_seconds
 from store.metrics import latest_values
 from store.models import Job, utcnow
 
@@ -80,7 +81,7 @@ def job_line(job: Job, latest: dict[str, tuple[int, float]]) -> str:
             parts.append(f"{name} {value:.4f}" if name.endswith("loss") else f"{name} {value:.2f}")
     if job.images_per_s:
         parts.append(f"{fmt.rate(job.images_per_s)} img/s")
-    eta = job_states.eta_seconds(job)
+    eta = eta_seconds(job)
     if eta is not None:
         parts.append(f"ETA {fmt.duration(eta)}")
     return "  ".join(parts)

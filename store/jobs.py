@@ -9,6 +9,8 @@ running -> queued | failed (lose_worker: the worker stopped heartbeating; failed
 cancelling -> cancelled (lose_worker while cancelling)
 running -> pruned (a sweep's trial its pruner stopped early: it ended well, at a checkpoint, and
                    lost to the others; sweeps/)
+running -> paused -> queued | pruned | cancelled (a sweep's trial waits at a rung of synchronous
+                   halving, at a checkpoint, holding no worker; the sweep's driver moves it on)
 
 A job stays queued until a worker claims it: the database is the outbox, and a broker message is
 only a wake-up call (unclaimed_queued lists the jobs to send again).
@@ -28,7 +30,8 @@ from store.models import Checkpoint, Job, JobEvent, utcnow
 
 QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
 SUCCEEDED, FAILED, CANCELLED, PRUNED = "succeeded", "failed", "cancelled", "pruned"
-STATES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED, PRUNED)
+PAUSED = "paused"  # neither active (no worker, no quota) nor ended
+STATES = (QUEUED, RUNNING, CANCELLING, PAUSED, SUCCEEDED, FAILED, CANCELLED, PRUNED)
 ACTIVE = (QUEUED, RUNNING, CANCELLING)
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED, PRUNED)
 KINDS = ("train", "evaluate", "pack")  # pack: a stored dataset made ready (worker)
@@ -345,28 +348,6 @@ def heartbeat(
     return session.execute(select(Job.state).where(Job.id == job_id)).scalar_one_or_none()
 
 
-def images_per_step(config: dict | None) -> int:
-    """Images one training step consumes, as the trainer counts `images_per_s`: batch size x D steps
-    x ranks (`batch_size` is per process; gpus on each of `nodes`)."""
-    config = config or {}
-
-    def positive(key: str) -> int:
-        value = config.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
-
-    return positive("batch_size") * positive("d_steps") * positive("gpus") * positive("nodes")
-
-
-def eta_seconds(job: Job) -> float | None:
-    """Seconds left of a running training job at its measured rate; None until a rate is known."""
-    if job.kind != "train" or job.state not in (RUNNING, CANCELLING) or not job.images_per_s:
-        return None
-    if job.images_per_s <= 0:
-        return None
-    remaining = max(job.total_steps - job.step, 0)
-    return round(remaining * images_per_step(job.config) / job.images_per_s, 1)
-
-
 def job_status(session: Session, job_id: str) -> tuple[str, str | None] | None:
     """(state, owning worker) of a job, or None if it does not exist."""
     row = session.execute(select(Job.state, Job.worker).where(Job.id == job_id)).one_or_none()
@@ -374,8 +355,10 @@ def job_status(session: Session, job_id: str) -> tuple[str, str | None] | None:
 
 
 def request_cancel(session: Session, job_id: str) -> str:
-    """Cancel a queued job at once, or ask a running one to stop; returns the new state."""
-    if _move(session, job_id, (QUEUED,), CANCELLED, "cancelled before start", finished_at=utcnow()):
+    """Cancel a queued or paused job at once, or ask a running one to stop; the new state."""
+    if _move(
+        session, job_id, (QUEUED, PAUSED), CANCELLED, "cancelled before start", finished_at=utcnow()
+    ):
         return CANCELLED
     if _move(session, job_id, (RUNNING,), CANCELLING, "cancel requested"):
         return CANCELLING
@@ -383,7 +366,7 @@ def request_cancel(session: Session, job_id: str) -> str:
     if state == CANCELLING:
         return state
     raise InvalidTransition(
-        f"job {job_id} is {state}; only queued or running jobs can be cancelled"
+        f"job {job_id} is {state}; only queued, running or paused jobs can be cancelled"
     )
 
 
@@ -441,6 +424,22 @@ def release_job(
     ):
         return CANCELLED
     return None
+
+
+def pause_job(session: Session, job_id: str, worker: str, reason: str) -> str | None:
+    """The owning worker stopped a sweep's trial at a rung: running -> paused (error says why),
+    cancelling -> cancelled. Returns the new state, or None if the worker no longer owns it."""
+    if _move(session, job_id, (RUNNING,), PAUSED, reason, worker, worker=None, error=reason):
+        return PAUSED
+    if _move(session, job_id, (CANCELLING,), CANCELLED, "cancelled", worker, finished_at=utcnow()):
+        return CANCELLED
+    return None
+
+
+def move_paused(session: Session, job_id: str, to: str, reason: str) -> bool:
+    """The sweep's driver decided the rung: paused -> queued (goes on) or pruned (ended)."""
+    ended = {"finished_at": utcnow(), "error": reason} if to == PRUNED else {"error": None}
+    return _move(session, job_id, (PAUSED,), to, reason, **ended) is not None
 
 
 def requeue_stale(

@@ -5,7 +5,9 @@ sweep's row lets one at a time through, and one that finds it taken pokes the ho
 A pass, from the database alone (nothing lives in a process, so API and worker restarts lose
 nothing): tell the study how each ended trial ended (its objective from the metrics table), move
 the best trial and the promoted alias, adopt a study trial a crashed pass asked for but never made
-a job of, ask for new trials while fewer than `parallel` run, and end the sweep when all have ended.
+a job of, decide a rung of synchronous halving once every trial waits there or has ended (its best
+resume, the rest are pruned), ask for new trials while fewer than `parallel` run, and end the
+sweep when all have ended.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from store.metrics import latest_of_jobs
 from store.models import Job, Sweep
 from store.queue import send_job
 from store.settings import Settings
+from sweeps import halving
 from sweeps import spec as specs
 from sweeps import study as studies
 
@@ -80,6 +83,9 @@ def advance_once(settings: Settings, sweep_id: str) -> None:
     _move_best(settings, sweep_id, spec, study, trials, owner)
     if state != rows.RUNNING:
         return
+    if spec.prune is not None and spec.prune.mode == "sync":
+        if not _halve(settings, sweep_id, spec, study, trials, owner):
+            return
     frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
     for number, trial in sorted(frozen.items()):  # asked for by a pass that died before its job
         if number not in trials and trial.state == TrialState.RUNNING:
@@ -91,8 +97,93 @@ def advance_once(settings: Settings, sweep_id: str) -> None:
         if not _make_trial(settings, sweep_id, spec, owner, trial.number, trial.params, trials):
             return
         active += 1
-    if len(trials) >= spec.trials and active == 0:
+    paused = any(t["state"] == jobs.PAUSED for t in trials.values())
+    if len(trials) >= spec.trials and active == 0 and not paused:
         _end(settings, sweep_id, study, trials)
+
+
+def _halve(settings, sweep_id, spec, study, trials, owner) -> bool:  # noqa: ANN001
+    """Synchronous halving (sweeps.halving): once every trial has ended or waits at a rung, the
+    lowest such rung is decided (its best go on, the rest are pruned); promoted trials resume
+    while fewer than `parallel` run. False when the owner's quota holds a resume back."""
+    prune = spec.prune
+    frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
+
+    def waits_at(number: int) -> int | None:  # a paused trial waits at the last rung it reported
+        rungs = [
+            k
+            for k in (
+                halving.rung_index(s, prune.min_steps, prune.reduction)
+                for s in frozen[number].intermediate_values
+            )  # fmt: skip
+            if k is not None
+        ]
+        return max(rungs) if rungs else None
+
+    paused = {
+        n: waits_at(n) for n, t in trials.items() if t["state"] == jobs.PAUSED and n in frozen
+    }
+    paused = {n: k for n, k in paused.items() if k is not None}
+    promoted = {
+        n for n, k in paused.items() if frozen[n].system_attrs.get(halving.PROMOTED, -1) >= k
+    }
+    active = sum(1 for t in trials.values() if t["state"] in jobs.ACTIVE)
+    if paused and active == 0 and len(trials) >= spec.trials:
+        rung = min(paused.values())
+        if any(k == rung and n not in promoted for n, k in paused.items()):
+            promoted |= _decide(settings, sweep_id, spec, study, frozen, trials, rung)
+    for n in sorted(promoted, key=lambda n: (paused[n], n)):
+        if active >= spec.parallel:
+            break
+        if trials[n]["state"] != jobs.PAUSED:
+            continue
+        step = halving.rung_step(paused[n], prune.min_steps, prune.reduction)
+        with session_scope(settings) as session:
+            try:
+                jobs.check_quota(session, owner, settings.max_active_jobs)
+            except jobs.QuotaExceeded as e:
+                rows.set_note(session, sweep_id, f"waiting to resume trial {n}: {e}")
+                return False
+            reason = f"promoted at step {step} by successive halving; resumes from its checkpoint"
+            if jobs.move_paused(session, trials[n]["id"], jobs.QUEUED, reason):
+                rows.set_note(session, sweep_id, None)
+                session.commit()
+                send_job(session, settings, jobs.get_job(session, trials[n]["id"]))
+                trials[n]["state"] = jobs.QUEUED
+                active += 1
+    return True
+
+
+def _decide(settings, sweep_id, spec, study, frozen, trials, rung) -> set[int]:  # noqa: ANN001
+    """Every trial has reached `rung` or ended: mark its best to go on (first, so a pass that
+    dies midway is redone the same way by the next), then prune the rest."""
+    prune = spec.prune
+    step = halving.rung_step(rung, prune.min_steps, prune.reduction)
+    gone = (jobs.FAILED, jobs.CANCELLED)
+    values = {
+        n: t.intermediate_values[step]
+        for n, t in frozen.items()
+        if step in t.intermediate_values and trials.get(n, {}).get("state") not in gone
+    }
+    best = set(halving.winners(values, prune.reduction, spec.direction))
+    for n in best:
+        if frozen[n].system_attrs.get(halving.PROMOTED, -1) < rung:
+            studies.set_trial_attr(settings, study, n, halving.PROMOTED, rung)
+    for n in sorted(set(values) - best):
+        if trials[n]["state"] != jobs.PAUSED:
+            continue
+        reason = halving.pruned_reason(
+            spec.metric, step, values[n], list(values.values()), prune.reduction, spec.direction
+        )
+        with session_scope(settings) as session:
+            if jobs.move_paused(session, trials[n]["id"], jobs.PRUNED, reason):
+                trials[n]["state"] = jobs.PRUNED
+        study.tell(n, state=TrialState.PRUNED, skip_if_finished=True)
+    log.info(
+        "sweep %s: rung at step %d decided: trials %s go on, of %d", sweep_id, step, sorted(best),
+        len(values),
+    )  # fmt: skip
+    return best
 
 
 def _trial_row(job: Job) -> dict[str, Any]:
@@ -208,5 +299,5 @@ def cancel(session, sweep: Sweep) -> None:  # noqa: ANN001
     """Cancel the sweep and ask its active trials to stop (their checkpoints stay)."""
     rows.cancel_sweep(session, sweep.id)
     for job in rows.trial_jobs(session, sweep.id):
-        if job.state in (jobs.QUEUED, jobs.RUNNING):
+        if job.state in (jobs.QUEUED, jobs.RUNNING, jobs.PAUSED):
             jobs.request_cancel(session, job.id)

@@ -12,6 +12,7 @@ the service (quotas, workers, Inception weights) is decided here (api.sweep_conf
     parallel:  2                                            # trials running at once
     objective: {metric: fid, direction: minimize}           # direction: from the metric if left out
     prune:     {every: 250, min_steps: 500, reduction: 3}   # successive halving; null: none
+               # mode: sync (default: every trial waits at each rung) | async (Optuna's ASHA)
     promote:   best-digits                                  # the winner's alias; null: none
     seed:      0                                            # the sampler's
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 from sagan_core import metric_names
 from sagan_core.config import MAX_INT, TrainConfig, did_you_mean, shown
+from sweeps import halving
 
 SAMPLERS = ("grid", "random", "tpe")
 DIRECTIONS = ("minimize", "maximize")
@@ -90,6 +92,7 @@ class Prune:
     every: int  # steps between the trials' objective evaluations
     min_steps: int  # the first rung: no trial stops before it
     reduction: int  # keep the best 1/reduction at each rung
+    mode: str = "sync"  # sync: trials wait at each rung for all (sweeps.halving) | async: ASHA
 
     def rungs(self, steps: int) -> list[int]:
         out, rung = [], self.min_steps
@@ -295,9 +298,21 @@ def parse(raw: Any, max_trials: int, default_metric: str = "variety") -> SweepSp
     prune = None
     prune_raw = raw.get("prune")
     if prune_raw is not None:
-        if not isinstance(prune_raw, dict) or set(prune_raw) - {"every", "min_steps", "reduction"}:
-            raise SpecError("prune", f"{{every: <steps>, min_steps: <steps>, reduction: <n>}} "
-                            f"(got {shown(prune_raw)})")  # fmt: skip
+        if not isinstance(prune_raw, dict) or set(prune_raw) - {
+            "every",
+            "min_steps",
+            "reduction",
+            "mode",
+        }:
+            raise SpecError("prune", f"{{every: <steps>, min_steps: <steps>, reduction: <n>, "
+                            f"mode: sync|async}} (got {shown(prune_raw)})")  # fmt: skip
+        mode = prune_raw.get("mode", "sync")
+        if mode not in halving.MODES:
+            raise SpecError(
+                "prune.mode",
+                "sync (every trial waits at each rung for the others) or async (Optuna's "
+                f"asynchronous halving) (got {shown(mode)})",
+            )
         try:
             every = _int(prune_raw, "every", None, 1)
             min_steps = _int(prune_raw, "min_steps", every, 1)
@@ -309,7 +324,7 @@ def parse(raw: Any, max_trials: int, default_metric: str = "variety") -> SweepSp
         if min_steps % every:
             raise SpecError("prune.min_steps", f"a multiple of every ({every}): the trials are "
                             f"judged where they evaluate (got {min_steps})")  # fmt: skip
-        prune = Prune(every, min_steps, reduction)
+        prune = Prune(every, min_steps, reduction, mode)
     promote = raw.get("promote")
     if promote is not None and not isinstance(promote, str):
         raise SpecError("promote", f"an alias name (got {shown(promote)})")

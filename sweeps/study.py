@@ -86,7 +86,7 @@ def sampler(spec: SweepSpec, draw: int) -> optuna.samplers.BaseSampler:
 
 
 def pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    if spec.prune is None:
+    if spec.prune is None or spec.prune.mode == "sync":  # sync: the driver decides (halving)
         return optuna.pruners.NopPruner()
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=spec.prune.min_steps, reduction_factor=spec.prune.reduction
@@ -123,3 +123,9 @@ def trial_handle(study: optuna.Study, settings: Settings, number: int) -> tuple[
     study_id = storage.get_study_id_from_name(study.study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     return optuna.Trial(study, trial_id), trial_id
+
+
+def set_trial_attr(settings: Settings, study: optuna.Study, number: int, key: str, value) -> None:  # noqa: ANN001
+    """A system attribute on trial `number` (the driver's mark that it may pass a rung)."""
+    _, trial_id = trial_handle(study, settings, number)
+    storage_for(settings).set_trial_system_attr(trial_id, key, value)

@@ -21,7 +21,7 @@ from store.sample_grids import sample_grid_key
 from store.settings import Settings
 from store.storage import Storage
 from store.telemetry import CHECKPOINT_UPLOAD_BYTES, CHECKPOINT_UPLOAD_SECONDS
-from sweeps.pruning import TrialReporter
+from sweeps.pruning import TrialReporter, Verdict
 from worker import metrics_port
 from worker.liveness import JobLiveness
 from worker.uploads import BackgroundUploads
@@ -85,9 +85,9 @@ class JobCallbacks(TrainerCallbacks):
         self.liveness = liveness
         self.resolution = resolution
         self.class_names = list(class_names)
-        self.stop_reason: str | None = None  # "cancel" | "shutdown" | "lost" | "pruned"
+        self.stop_reason: str | None = None  # cancel | shutdown | lost | pruned | paused
         self.reporter = reporter  # a sweep's trial: its objective goes to the sweep's pruner
-        self.prune_reason: str | None = None
+        self.verdict: Verdict | None = None  # the sweep's: pruned, or paused at a rung
         self.last_checkpoint_step = last_checkpoint_step  # the last one *registered*
         self.uploads = BackgroundUploads(f"job {job_id}", background=settings.background_uploads)
         self.images_per_s: float | None = None
@@ -113,9 +113,9 @@ class JobCallbacks(TrainerCallbacks):
 
         self._retried(f"metrics of step {step}", write)
         reporter = self.reporter
-        if reporter is not None and reporter.metric in metrics and self.prune_reason is None:
+        if reporter is not None and reporter.metric in metrics and self.verdict is None:
             value = metrics[reporter.metric]
-            self.prune_reason = self._retried(
+            self.verdict = self._retried(
                 f"report of {reporter.metric} at step {step} to its sweep",
                 lambda: reporter.report(step, value),
             )
@@ -218,7 +218,7 @@ class JobCallbacks(TrainerCallbacks):
         if self.liveness.state == jobs.CANCELLING:
             self.stop_reason = "cancel"
             return True
-        if self.prune_reason is not None:
-            self.stop_reason = "pruned"
+        if self.verdict is not None:
+            self.stop_reason = self.verdict.end
             return True
         return False

@@ -163,6 +163,18 @@ def release(
     return state
 
 
+def pause(settings: Settings, job_id: str, worker: str, reason: str) -> str | None:
+    """A sweep's trial waits at a rung, its checkpoint registered: paused, holding no worker,
+    until the sweep's driver resumes it (queued again) or prunes it."""
+    state = in_transaction(
+        settings,
+        f"job {job_id}: pause",
+        lambda session: jobs.pause_job(session, job_id, worker, reason),
+    )
+    log.info("job %s: %s -> %s", job_id, reason, state)
+    return state
+
+
 def send_again(settings: Settings, job_id: str, kind: str, gpus: int) -> None:
     send_or_note(settings, job_id, kind, gpus)  # refused: the dispatcher re-sends it later
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Outcome.end: what `settle` does with the job.
 SUCCEEDED, CANCELLED, PRUNED, FAILED = "succeeded", "cancelled", "pruned", "failed"
+PAUSED = "paused"  # a sweep's trial waits at a rung; its driver resumes or prunes it
 RELEASE = "release"  # back to the queue, resumes from its last checkpoint (not a loss)
 LOSE = "lose"  # a lost worker: requeued while attempts remain (SAGAN_MAX_ATTEMPTS)
 NOT_OURS = "not ours"  # another worker took the job over: leave it alone
@@ -227,7 +228,7 @@ def run_job(
             class_names=list(run.dataset.class_names),
             last_checkpoint_step=last_checkpoint_step,
             reporter=TrialReporter(
-                settings, row["sweep_id"], row["trial_number"], row["sweep_spec"]
+                settings, row["sweep_id"], row["trial_number"], row["sweep_spec"], run.cfg.steps
             )
             if row["sweep_id"]
             else None,
@@ -271,8 +272,8 @@ def run_job(
         return Outcome(SUCCEEDED, **speed)
     if callbacks.stop_reason == "cancel":
         return Outcome(CANCELLED, **speed)
-    if callbacks.stop_reason == "pruned":  # its checkpoint at this step is registered
-        return Outcome(PRUNED, callbacks.prune_reason, **speed)
+    if callbacks.stop_reason in (PRUNED, PAUSED):  # its checkpoint at this step is registered
+        return Outcome(callbacks.stop_reason, callbacks.verdict.reason, **speed)
     if callbacks.stop_reason == "shutdown":
         return Outcome(RELEASE, f"worker shut down at step {result.step}", **speed)
     log.warning(
@@ -298,6 +299,8 @@ def settle(settings: Settings, job_id: str, worker: str, row: dict, outcome: Out
         return job_life.release(settings, job_id, worker, outcome.reason or "released", gpus=gpus)
     if outcome.end == LOSE:
         return job_life.lose(settings, job_id, worker, outcome.reason or "lost", gpus)
+    if outcome.end == PAUSED:
+        return job_life.pause(settings, job_id, worker, outcome.reason or "paused")
     state = {
         SUCCEEDED: jobs.SUCCEEDED,
         CANCELLED: jobs.CANCELLED,

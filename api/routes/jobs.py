@@ -33,6 +33,7 @@ from api.schemas import (
 from store import jobs as job_states
 from store import queue
 from store.checkpoints import job_models, models_of_jobs, newest_checkpoint
+from store.job_eta import eta_seconds
 from store.models import Job, Model
 from store.sample_grids import sample_grid_key, sample_grid_steps
 
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROTECTED_RESPONSES)
 NO_JOB_404: Responses = {404: error("no such job (or another user's): `job '<id>' not found`")}
 
-StateName = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "pruned"]
+StateName = Literal[
+    "queued", "running", "cancelling", "paused", "succeeded", "failed", "cancelled", "pruned"
+]
 
 
 # -- helpers shared by the handlers ---------------------------------------------------------------
@@ -60,7 +63,7 @@ def job_out(job: Job, models: dict[str, Model]) -> JobOut:
         total_steps=job.total_steps,
         progress=round(progress, 6),
         images_per_s=job.images_per_s,
-        eta_seconds=job_states.eta_seconds(job),
+        eta_seconds=eta_seconds(job),
         attempts=job.attempts,
         worker=job.worker if job.state in job_states.ACTIVE else None,
         error=job.error,
@@ -255,6 +258,12 @@ def continue_job(
     job = job_states.owned_job(session, owner, job_id)
     if job.kind != "train":
         raise HTTPException(409, f"job {job.id} is an {job.kind} job; only train jobs continue")
+    if job.state == job_states.PAUSED:
+        raise HTTPException(
+            409,
+            f"job {job.id} is paused: a sweep's trial waiting at a rung of successive halving; "
+            "its sweep resumes or prunes it (or cancel it, then continue it)",
+        )
     if job.state in job_states.ACTIVE:
         raise HTTPException(
             409,

@@ -173,7 +173,7 @@ def test_cancel_queued_job_then_cancel_again_is_409(service):
     again = service.client.post(f"/jobs/{job_id}/cancel")
     assert again.status_code == 409
     assert again.json()["detail"] == (
-        f"job {job_id} is cancelled; only queued or running jobs can be cancelled"
+        f"job {job_id} is cancelled; only queued, running or paused jobs can be cancelled"
     )
 
 

@@ -137,7 +137,7 @@ def test_list_show_events_metrics_cancel(service: Service, trained: tuple) -> No
 
     again = sagan(service, "jobs", "cancel", job_id[:6])
     assert again.returncode == 1 and again.stderr.startswith("error: ")
-    assert "only queued or running jobs can be cancelled" in again.stderr
+    assert "only queued, running or paused jobs can be cancelled" in again.stderr
 
 
 def test_models_samples_writes_a_png(service: Service, trained: tuple) -> None:

@@ -96,7 +96,15 @@ def test_embedded_grid_prunes_the_clearly_worse_trials_and_promotes_the_best(
         assert [(t["params"]["lr_g"], t["params"]["diversity_weight"]) for t in items] == [
             (1e-3, 0), (1e-3, 0.07), (1e-7, 0), (1e-7, 0.07)
         ]  # fmt: skip
-        assert items[0]["state"] == "succeeded" and items[0]["step"] == 100
+        # Synchronous halving: every trial waited at step 50 until all four had reached it;
+        # the better half went on from their checkpoints to the end.
+        for good in items[:2]:
+            assert good["state"] == "succeeded" and good["step"] == 100, good
+            events = client.get(f"/jobs/{good['job_id']}/events").json()
+            moves = [(e["from_state"], e["to_state"]) for e in events if e["kind"] == "state"]
+            assert ("running", "paused") in moves and ("paused", "queued") in moves, moves
+            curve = [s for s, _ in good["curve"]]
+            assert curve == [25, 50, 75, 100], curve  # resumed at 50: each step once
         for bad in items[2:]:  # ended early, at the first rung, with a reason and a checkpoint
             assert bad["state"] == "pruned", bad
             assert bad["step"] == 50 and bad["total_steps"] == 100

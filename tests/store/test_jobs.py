@@ -35,7 +35,7 @@ def test_cancel_queued_job_ends_it_at_once_and_running_job_goes_to_cancelling(se
     assert jobs.request_cancel(session, running.id) == "cancelling"
     assert jobs.heartbeat(session, running.id, "w1", step=3) == "cancelling"
     assert jobs.finish_job(session, running.id, "cancelled") is True
-    with pytest.raises(jobs.InvalidTransition, match="only queued or running"):
+    with pytest.raises(jobs.InvalidTransition, match="only queued, running or paused"):
         jobs.request_cancel(session, running.id)
 
 
