@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
 import anyio
@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.response_cache import ResponseCache
+from api.token_cache import TokenCache
 from store.db import sessionmaker_for
 from store.queue import celery_for
 from store.settings import Settings
@@ -48,6 +49,7 @@ class Services:
         self._storage: Storage | None = None
         self._renderer: SampleRenderer | None = None
         self.metrics_cache = ResponseCache()
+        self.tokens = TokenCache(settings.token_cache_seconds)
         self.metric_reads = anyio.CapacityLimiter(METRIC_READ_SLOTS)
 
     @property
@@ -94,17 +96,26 @@ async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One session per request; handlers commit what they change, the rest is rolled back."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request; handlers commit what they change, the rest is rolled back.
+
+    Made on the loop (a session connects on its first query, in the handler's thread), so a
+    request takes no thread hop to open it: under load every hop waits for the GIL behind the
+    busy threads (#24). Closed in the thread pool (a rollback is a round trip to the database),
+    after the answer is sent (a yield dependency's exit)."""
     session = request.app.state.services.sessionmaker()
     try:
         yield session
     finally:
-        try:
-            session.close()
-        except Exception as e:  # a connection killed under the request: drop it, not the answer
-            log.warning("closing a request's session: %r", e)
-            session.invalidate()
+        await run_in_threadpool(_close, session)
+
+
+def _close(session: Session) -> None:
+    try:
+        session.close()
+    except Exception as e:  # a connection killed under the request: drop it, not the answer
+        log.warning("closing a request's session: %r", e)
+        session.invalidate()
 
 
 bearer = HTTPBearer(
@@ -121,11 +132,13 @@ async def get_identity(
 ) -> Identity:
     """The caller, from `Authorization: Bearer <token>`; 401 without a valid, unrevoked one.
 
-    One indexed SELECT, and a write of last_used_at at most once a minute, in the thread pool, in a
-    session of the lookups' own pool. It ran on the event loop (#9: a thread hop cost more than the
-    work), where its round trips to the database held up every other request (#24: under 20
-    metric readers the loop spent 60% of its time waiting for PostgreSQL, and GET /jobs' p99 went
-    from tens of milliseconds to seconds)."""
+    One indexed SELECT, and a write of last_used_at at most once a minute, in the thread pool,
+    in a session of the lookups' own pool; then trusted for SAGAN_TOKEN_CACHE_SECONDS
+    (api.token_cache: under load the lookup was three of GET /jobs' seven round trips and a
+    thread hop). It ran on the event loop (#9: a thread hop cost more than the work), where its
+    round trips to the database held up every other request (#24: under 20 metric readers the
+    loop spent 60% of its time waiting for PostgreSQL, and GET /jobs' p99 went from tens of
+    milliseconds to seconds)."""
     services = request.app.state.services
     settings = services.settings
     if not settings.auth:
@@ -139,7 +152,12 @@ async def get_identity(
             headers=challenge,
         )
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-    identity = await run_in_threadpool(_identify, services, credentials.credentials, admin)
+    token = credentials.credentials
+    identity = services.tokens.get(token)
+    if identity is None:
+        identity = await run_in_threadpool(_identify, services, token, admin)
+        if identity is not None:
+            services.tokens.put(token, identity)
     if identity is None:
         raise HTTPException(401, "invalid or revoked token", headers=challenge)
     return identity

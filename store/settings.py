@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="How long a worker retries a database or storage call before it stops the "
         "run at its last checkpoint and requeues the job",
     )
+    token_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long an API process trusts a token it has looked up (0: ask the "
+        "database every request); a revoked token stops working within this",
+    )
     reap_every_seconds: float = Field(
         10.0, description="Period of the reaper and dispatcher (in `sagan up` and `sagan api`)"
     )

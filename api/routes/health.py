@@ -74,8 +74,9 @@ WORKER_CHECK = "worker"
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """Always `{"status": "ok"}`; no token needed, nothing else is asked."""
+    # On the loop, no thread hop: a liveness probe must not queue for the GIL behind busy threads.
     return {"status": "ok"}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -53,16 +55,47 @@ def test_every_route_but_health_and_the_page_needs_a_token(embedded):
         assert anonymous.get(path).status_code == 200
 
 
-def test_a_revoked_token_is_401_from_then_on(embedded):
-    headers = embedded.as_user("carol")
-    assert embedded.client.get("/jobs", headers=headers).status_code == 200
-    with session_scope(get_settings()) as session:
-        [row] = [
-            t for t in __import__("store.tokens").tokens.list_tokens(session) if t.user == "carol"
-        ]
-        revoke_token(session, row.id)
-    r = embedded.client.get("/jobs", headers=headers)
+def test_a_revoked_token_is_401_once_the_api_stops_trusting_it(embedded):
+    """An API process trusts a token it looked up for SAGAN_TOKEN_CACHE_SECONDS; 0 asks the
+    database on every request, so a revocation counts from the next request."""
+
+    settings = get_settings()
+    carol, dave = embedded.as_user("carol"), embedded.as_user("dave")
+    trusting = TestClient(create_app(settings.model_copy(update={"token_cache_seconds": 1.0})))
+    asking = TestClient(create_app(settings.model_copy(update={"token_cache_seconds": 0})))
+    for client in (trusting, asking):
+        for headers in (carol, dave):
+            assert client.get("/jobs", headers=headers).status_code == 200
+    with session_scope(settings) as session:
+        rows = __import__("store.tokens").tokens.list_tokens(session)
+        for row in rows:
+            if row.user in ("carol", "dave"):
+                revoke_token(session, row.id)
+    r = asking.get("/jobs", headers=carol)
     assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked token"
+    assert trusting.get("/jobs", headers=carol).status_code == 200  # trusted a while yet
+    time.sleep(1.1)
+    for headers in (carol, dave):
+        r = trusting.get("/jobs", headers=headers)
+        assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked token"
+
+
+def test_the_token_cache_keeps_the_newest_entries_and_forgets_expired_ones(monkeypatch):
+    from api import token_cache
+    from store.tokens import Identity
+
+    now = [100.0]
+    monkeypatch.setattr(token_cache.time, "monotonic", lambda: now[0])
+    cache = token_cache.TokenCache(5.0, max_entries=2)
+    for user in ("a", "b", "c"):
+        cache.put(f"tok-{user}", Identity(user))
+    assert cache.get("tok-a") is None  # the oldest gave way
+    assert cache.get("tok-c").user == "c" and cache.get("tok-b").user == "b"
+    now[0] += 5.0
+    assert cache.get("tok-b") is None and cache.get("tok-c") is None
+    off = token_cache.TokenCache(0)
+    off.put("tok-a", Identity("a"))
+    assert off.get("tok-a") is None
 
 
 def test_another_users_resources_are_404_on_every_route(service, make_model, tiny_checkpoint):

@@ -37,8 +37,10 @@ def pg_api(
     empty_postgres_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, str]]:
     """The API on a PostgreSQL database of its own (local storage, filesystem broker: no Redis),
-    one TestClient portal (one event loop) for all requests, with user local's token."""
+    one TestClient portal (one event loop) for all requests, with user local's token, looked up
+    in the database on every request (no SAGAN_TOKEN_CACHE_SECONDS: these tests hold lookups)."""
     monkeypatch.setenv("SAGAN_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("SAGAN_TOKEN_CACHE_SECONDS", "0")
     monkeypatch.setenv("SAGAN_DATABASE_URL", empty_postgres_url)
     monkeypatch.setenv("SAGAN_STORAGE", "local")
     monkeypatch.delenv("SAGAN_BROKER_URL", raising=False)
