@@ -132,7 +132,7 @@ def _halve(settings, sweep_id, spec, study, trials, owner) -> bool:  # noqa: ANN
         rung = min(paused.values())
         if any(k == rung and n not in promoted for n, k in paused.items()):
             promoted |= _decide(settings, sweep_id, spec, study, frozen, trials, rung)
-    for n in sorted(promoted, key=lambda n: (paused[n], n)):
+    for n in sorted(promoted & set(paused), key=lambda n: (paused[n], n)):
         if active >= spec.parallel:
             break
         if trials[n]["state"] != jobs.PAUSED:

@@ -339,5 +339,9 @@ def parse(raw: Any, max_trials: int, default_metric: str = "variety") -> SweepSp
 
 
 def from_stored(stored: dict[str, Any]) -> SweepSpec:
-    """A spec as `to_dict` stored it (already checked: no limits applied again)."""
+    """A spec as `to_dict` stored it (already checked: no limits applied again). One stored
+    before prune had a mode ran Optuna's asynchronous halving, and goes on with it."""
+    prune = stored.get("prune")
+    if isinstance(prune, dict) and "mode" not in prune:
+        stored = {**stored, "prune": {**prune, "mode": "async"}}
     return parse(stored, max_trials=MAX_INT)

@@ -135,3 +135,12 @@ def test_a_trial_retried_after_its_worker_died_at_a_rung_waits_there_again(
     r = service.client.post(f"/sweeps/{sweep['id']}/cancel")
     assert r.status_code == 200, r.text
     assert r.json()["trial_states"] == {"cancelled": 2}
+
+
+def test_a_sweep_stored_before_prune_had_a_mode_keeps_asynchronous_halving() -> None:
+    from sweeps import spec as specs
+
+    old = {**GRID, "prune": {"every": 50, "min_steps": 50, "reduction": 2}}
+    assert specs.from_stored(old).prune.mode == "async"
+    new = specs.parse(GRID, max_trials=100)
+    assert new.prune.mode == "sync" and specs.from_stored(new.to_dict()).prune.mode == "sync"
