@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.response_cache import ResponseCache
 from api.token_cache import TokenCache
-from store.db import sessionmaker_for
+from store.db import read_sessionmaker_for, sessionmaker_for
 from store.queue import celery_for
 from store.settings import Settings
 from store.storage import Storage, storage_from_settings
@@ -56,6 +56,12 @@ class Services:
     def sessionmaker(self) -> sessionmaker[Session]:
         return sessionmaker_for(self.settings.resolved_database_url())
 
+    @property
+    def read_sessionmaker(self) -> sessionmaker[Session]:
+        """Sessions for handlers that only read, on the same pool, with no transaction around
+        their statements (store.db.read_sessionmaker_for): the routes a dashboard polls."""
+        return read_sessionmaker_for(self.settings.resolved_database_url())
+
     # Token lookups and metric reads have pools of their own (#9): neither waits for a connection
     # the other handlers hold, nor holds one those handlers wait for.
 
@@ -67,7 +73,8 @@ class Services:
     @property
     def metric_sessionmaker(self) -> sessionmaker[Session]:
         """Sessions for the metric reads: a connection per slot (METRIC_READ_SLOTS)."""
-        return sessionmaker_for(self.settings.resolved_database_url(), METRIC_READ_SLOTS, 0)
+        url = self.settings.resolved_database_url()
+        return read_sessionmaker_for(url, METRIC_READ_SLOTS, 0)
 
     @property
     def storage(self) -> Storage:

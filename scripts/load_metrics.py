@@ -261,6 +261,7 @@ def _run_phase(
     send: Callable[[httpx.Client, int], tuple[float, str | None]],
     deadline: float,
     timeout: float,
+    nice: int = 0,
 ) -> None:
     """total requests from `clients` threads. send() returns the request's latency (sending to
     the last byte of the answer: httpx's elapsed, not the checks after it) and None when the
@@ -270,6 +271,8 @@ def _run_phase(
     start = threading.Barrier(clients + 1)
 
     def client() -> None:
+        if nice:  # on Linux a thread's nice value is its own: the API and the side channel keep 0
+            os.nice(nice)
         with httpx.Client(base_url=base, headers=headers, timeout=timeout) as http:
             start.wait()
             while True:
@@ -390,6 +393,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--side-interval", type=float, default=0.1, help="seconds between requests")
     p.add_argument("--side-idle", type=float, default=10.0, help="seconds of idle side channel")
+    p.add_argument(
+        "--readers-nice",
+        type=int,
+        default=0,
+        choices=range(20),
+        metavar="N",
+        help="the readers' threads at nice N (0-19): readers on other machines take none of the "
+        "API's CPU; on one machine they take it first unless niced",
+    )
     p.add_argument(
         "--wrk",
         type=float,
@@ -513,6 +525,7 @@ def main(argv: list[str] | None = None) -> dict:
                     _run_phase(
                         reads, base, args.auth_header, args.clients,
                         args.clients * args.requests, check, deadline, args.request_timeout,
+                        args.readers_nice,
                     )  # fmt: skip
                 # The API's own CPU per request: what latency costs on a machine the load
                 # generator does not share.
@@ -536,6 +549,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "clients": args.clients,
                 "post_clients": args.post_clients,
                 "api_workers": args.api_workers,
+                "readers_nice": args.readers_nice,
                 "phases": [reads.summary(), posts.summary()] + ([wrk] if wrk else []),
             }
             if idle and loaded:
@@ -560,7 +574,8 @@ def _report(result: dict) -> None:
     print(
         f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['platform']}, Python {m['python']}, "
         f"{m['database']}, "
-        f"load average {m['load_avg']}; API: {result['api_workers']} uvicorn process(es)"
+        f"load average {m['load_avg']}; API: {result['api_workers']} uvicorn process(es); "
+        f"readers at nice {result['readers_nice']}"
     )
     for ph in result["phases"]:
         if not ph["requests"]:

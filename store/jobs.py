@@ -194,10 +194,16 @@ def list_jobs(
         where.append(Job.state == state)
     if kind is not None:
         where.append(Job.kind == kind)
-    total = session.execute(select(func.count()).select_from(Job).where(*where)).scalar_one()
-    page = select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc())
-    rows = session.execute(page.limit(limit).offset(offset)).scalars().all()
-    return list(rows), total
+    # The count rides on the page (a window over the matching rows, taken before LIMIT): one
+    # round trip, not two (#24). A page past the end has no row to carry it.
+    page = select(Job, func.count().over()).where(*where)
+    page = page.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    rows = session.execute(page).all()
+    if rows:
+        return [job for job, _ in rows], rows[0][1]
+    if offset == 0:
+        return [], 0
+    return [], session.execute(select(func.count()).select_from(Job).where(*where)).scalar_one()
 
 
 def job_events(

@@ -41,9 +41,11 @@ from store.sample_grids import sample_grid_key, sample_grid_steps
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROTECTED_RESPONSES)
 NO_JOB_404: Responses = {404: error("no such job (or another user's): `job '<id>' not found`")}
-# ONE_HOP: the routes a dashboard polls are async and do their database work in one thread hop.
-# A sync route with a response model takes two (the handler, then the model's check), and under
-# load each hop waits for the GIL behind the busy threads (#24: 20 metric readers).
+# ONE_HOP: the routes a dashboard polls are async and do their database work in one thread hop,
+# their session opened and closed in it (a read session: no BEGIN or ROLLBACK). A sync route with
+# a response model takes two hops (the handler, then the model's check), a session dependency
+# one more to close it, and under load each hop waits for the GIL behind the busy threads (#24:
+# 20 metric readers).
 
 StateName = Literal[
     "queued", "running", "cancelling", "paused", "succeeded", "failed", "cancelled", "pruned"
@@ -183,7 +185,7 @@ def create_job(
     responses={403: error("all_owners without an admin token")},
 )
 async def list_jobs(
-    session: SessionDep,
+    services: ServicesDep,
     identity: IdentityDep,
     state: Annotated[StateName | None, Query(description="only jobs in this state")] = None,
     kind: Annotated[
@@ -203,21 +205,23 @@ async def list_jobs(
     owner = None if all_owners else identity.user
 
     def read() -> JobList:
-        rows, total = job_states.list_jobs(session, owner, state, kind, limit, offset)
-        models = models_of_jobs(session, [job.id for job in rows])
-        items = [job_out(job, models[job.id]) for job in rows]
+        with services.read_sessionmaker() as session:
+            rows, total = job_states.list_jobs(session, owner, state, kind, limit, offset)
+            models = models_of_jobs(session, [job.id for job in rows])
+            items = [job_out(job, models[job.id]) for job in rows]
         return JobList(items=items, total=total, limit=limit, offset=offset)
 
     return await run_in_threadpool(read)  # one hop (ONE_HOP)
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Read a job", responses=NO_JOB_404)
-async def read_job(job_id: JobIdPath, session: SessionDep, owner: OwnerDep) -> JobOut:
+async def read_job(job_id: JobIdPath, services: ServicesDep, owner: OwnerDep) -> JobOut:
     """The job's state, progress (step, images/s, ETA), error, and its latest and best models."""
 
     def read() -> JobOut:
-        job = job_states.owned_job(session, owner, job_id)
-        return job_out(job, job_models(session, job.id))
+        with services.read_sessionmaker() as session:
+            job = job_states.owned_job(session, owner, job_id)
+            return job_out(job, job_models(session, job.id))
 
     return await run_in_threadpool(read)  # one hop (ONE_HOP)
 
