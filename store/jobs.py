@@ -180,32 +180,6 @@ def owned_job(session: Session, owner: str, job_id: str) -> Job:
     return job
 
 
-def list_jobs(
-    session: Session,
-    owner: str | None,
-    state: str | None = None,
-    kind: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[Job], int]:
-    """A page of the owner's jobs (everyone's with owner None), newest first, and their count."""
-    where = [] if owner is None else [Job.owner == owner]
-    if state is not None:
-        where.append(Job.state == state)
-    if kind is not None:
-        where.append(Job.kind == kind)
-    # The count rides on the page (a window over the matching rows, taken before LIMIT): one
-    # round trip, not two (#24). A page past the end has no row to carry it.
-    page = select(Job, func.count().over()).where(*where)
-    page = page.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-    rows = session.execute(page).all()
-    if rows:
-        return [job for job, _ in rows], rows[0][1]
-    if offset == 0:
-        return [], 0
-    return [], session.execute(select(func.count()).select_from(Job).where(*where)).scalar_one()
-
-
 def job_events(
     session: Session, job_id: str, after: int | None = None, limit: int = 200
 ) -> list[JobEvent]:

@@ -31,9 +31,9 @@ from api.schemas import (
     SampleGridList,
     SampleGridOut,
 )
+from store import job_reads, queue
 from store import jobs as job_states
-from store import queue
-from store.checkpoints import job_models, models_of_jobs, newest_checkpoint
+from store.checkpoints import job_models, newest_checkpoint
 from store.job_eta import eta_seconds
 from store.models import Job, Model
 from store.sample_grids import sample_grid_key, sample_grid_steps
@@ -42,10 +42,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=PROTECTED_RESPONSES)
 NO_JOB_404: Responses = {404: error("no such job (or another user's): `job '<id>' not found`")}
 # ONE_HOP: the routes a dashboard polls are async and do their database work in one thread hop,
-# their session opened and closed in it (a read session: no BEGIN or ROLLBACK). A sync route with
-# a response model takes two hops (the handler, then the model's check), a session dependency
-# one more to close it, and under load each hop waits for the GIL behind the busy threads (#24:
-# 20 metric readers).
+# their session opened and closed in it (a read session: no BEGIN or ROLLBACK; store.job_reads:
+# one statement each). A sync route with a response model takes two hops (the handler, then the
+# model's check), a session dependency one more to close it, and under load each hop waits for
+# the GIL behind the busy threads (#24: 20 metric readers).
 
 StateName = Literal[
     "queued", "running", "cancelling", "paused", "succeeded", "failed", "cancelled", "pruned"
@@ -206,9 +206,8 @@ async def list_jobs(
 
     def read() -> JobList:
         with services.read_sessionmaker() as session:
-            rows, total = job_states.list_jobs(session, owner, state, kind, limit, offset)
-            models = models_of_jobs(session, [job.id for job in rows])
-            items = [job_out(job, models[job.id]) for job in rows]
+            page, total = job_reads.page_of_jobs(session, owner, state, kind, limit, offset)
+            items = [job_out(job, models) for job, models in page]
         return JobList(items=items, total=total, limit=limit, offset=offset)
 
     return await run_in_threadpool(read)  # one hop (ONE_HOP)
@@ -220,8 +219,7 @@ async def read_job(job_id: JobIdPath, services: ServicesDep, owner: OwnerDep) ->
 
     def read() -> JobOut:
         with services.read_sessionmaker() as session:
-            job = job_states.owned_job(session, owner, job_id)
-            return job_out(job, job_models(session, job.id))
+            return job_out(*job_reads.job_with_models(session, owner, job_id))
 
     return await run_in_threadpool(read)  # one hop (ONE_HOP)
 

@@ -157,7 +157,7 @@ def test_list_jobs_pages_newest_first_and_filters_by_state(service):
     page2 = service.client.get("/jobs", params={"limit": 2, "offset": 2}).json()
     assert (page1["total"], page1["limit"], page1["offset"]) == (3, 2, 0)
     assert [j["id"] for j in page1["items"] + page2["items"]] == ids[::-1]
-    # The count rides on the page's rows (store.jobs.list_jobs); past the end it is counted apart.
+    # The count rides on the page (store.job_reads.page_of_jobs); past the end it is counted apart.
     past = service.client.get("/jobs", params={"limit": 2, "offset": 5}).json()
     assert (past["items"], past["total"]) == ([], 3)
     none = service.client.get("/jobs", params={"state": "pruned"}).json()
