@@ -35,6 +35,14 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1; } ||
     echo "could not install promtool; its checks will skip" >&2
 fi
+# Debian's wrk (a C HTTP load generator) runs the load script's --wrk phase in its smoke test.
+if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing wrk (Debian package) for the load script's --wrk phase"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; } ||
+    echo "could not install wrk; the load script's wrk check will skip" >&2
+fi
 # Debian's slurm-wlm (slurmctld, slurmd, sbatch) and munge run the slurm launcher's tests (issue
 # #25): each test starts its own controller and two node daemons on free ports (tests/service/
 # slurmkit.py); nothing here starts a cluster.

@@ -15,7 +15,8 @@
 With --side-channel (the default; issue #24), a process of its own (scripts/load_side_channel.py)
 sends GET /jobs, GET /jobs/<id> and GET /healthz every --side-interval seconds, --side-idle
 seconds alone before step 4 and then throughout it, and the report compares the two: each route's
-idle and loaded p50/p99 and the p99 ratio.
+idle and loaded p50/p99 and the p99 ratio; with --wrk it also runs beside wrk's reads (a C client:
+the API's load without the Python client threads' CPU on the same machine), compared the same way.
 
 Prints, for both phases, requests, errors, p50/p99/max latency and throughput, and the machine.
 Everything is bounded: the counts by their flags (with upper limits), the run by --time-limit
@@ -421,8 +422,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _wrk(url: str, headers: dict[str, str], clients: int, seconds: float, api_pid: int) -> dict:
     """The reads from wrk: `clients` connections on 2 threads for `seconds`; its percentiles."""
-    import re
-
     if not shutil.which("wrk"):
         raise SystemExit("--wrk needs wrk on PATH (Debian: apt-get install wrk)")
     cmd = ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds:g}s", "--latency"]
@@ -430,16 +429,22 @@ def _wrk(url: str, headers: dict[str, str], clients: int, seconds: float, api_pi
         cmd += ["-H", f"{name}: {value}"]
     cpu0 = _cpu_seconds(api_pid)
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
-    cpu = _cpu_seconds(api_pid) - cpu0
-    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    return wrk_phase(out, _cpu_seconds(api_pid) - cpu0)
+
+
+def wrk_phase(out: str, api_cpu_s: float) -> dict:
+    """A phase's summary from wrk --latency's report (durations like 1.00m, 30.10s, 712.5ms)."""
+    import re
+
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}  # to milliseconds
 
     def pct(p: str) -> float | None:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
         return round(float(m.group(1)) * units[m.group(2)], 1) if m else None
 
-    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", out)
     n = int(done.group(1)) if done else 0
-    wall = float(done.group(2)) * (1 if done and done.group(3) == "s" else 1e-3) if done else 0
+    wall = round(float(done.group(2)) * units[done.group(3)] / 1e3, 2) if done else 0
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: .*", out)
     return {
@@ -453,7 +458,7 @@ def _wrk(url: str, headers: dict[str, str], clients: int, seconds: float, api_pi
         "throughput_rps": round(n / wall, 1) if wall else None,
         "wall_s": wall,
         "stopped_early": False,
-        "api_cpu_ms_per_request": round(1000 * cpu / n, 2) if n else None,
+        "api_cpu_ms_per_request": round(1000 * api_cpu_s / n, 2) if n else None,
     }
 
 
@@ -530,13 +535,17 @@ def main(argv: list[str] | None = None) -> dict:
                 # The API's own CPU per request: what latency costs on a machine the load
                 # generator does not share.
                 reads.api_cpu_s = _cpu_seconds(api_pid) - cpu0
-                wrk = None
+                wrk = loaded_wrk = None
                 if args.wrk:
                     params = {"max_points": args.max_points}
                     if args.read_names:
                         params["names"] = args.read_names
                     reads_url = httpx.URL(f"{base}/jobs/{job_id}/metrics", params=params)
-                    wrk = _wrk(str(reads_url), args.auth_header, args.clients, args.wrk, api_pid)
+                    side_wrk = side_channel(*side_args) if args.side_channel else nullcontext()
+                    with side_wrk as loaded_wrk:
+                        wrk = _wrk(
+                            str(reads_url), args.auth_header, args.clients, args.wrk, api_pid
+                        )
                 posts = Phase("POST /jobs")
                 if args.jobs:
                     _run_phase(
@@ -552,15 +561,16 @@ def main(argv: list[str] | None = None) -> dict:
                 "readers_nice": args.readers_nice,
                 "phases": [reads.summary(), posts.summary()] + ([wrk] if wrk else []),
             }
-            if idle and loaded:
-                result["side_channel"] = {
-                    "interval_s": args.side_interval,
-                    "idle_s": round(idle.wall_s, 2),
-                    "loaded_s": round(loaded.wall_s, 2),
-                    "idle_cpu_busy": idle.cpu_busy,
-                    "loaded_cpu_busy": loaded.cpu_busy,
-                    "routes": compare(idle, loaded),
-                }
+            for key, busy in (("side_channel", loaded), ("side_channel_wrk", loaded_wrk)):
+                if idle and busy:
+                    result[key] = {
+                        "interval_s": args.side_interval,
+                        "idle_s": round(idle.wall_s, 2),
+                        "loaded_s": round(busy.wall_s, 2),
+                        "idle_cpu_busy": idle.cpu_busy,
+                        "loaded_cpu_busy": busy.cpu_busy,
+                        "routes": compare(idle, busy),
+                    }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     _report(result)
@@ -595,7 +605,9 @@ def _report(result: dict) -> None:
             flush=True,
         )
     if side := result.get("side_channel"):
-        report_side_channel(side)
+        report_side_channel(side, "the readers")
+    if side := result.get("side_channel_wrk"):
+        report_side_channel(side, "wrk's reads")
 
 
 if __name__ == "__main__":

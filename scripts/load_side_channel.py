@@ -110,13 +110,14 @@ def _pct(share: float | None) -> str:
     return "?" if share is None else f"{100 * share:.0f}%"
 
 
-def report(side: dict) -> None:
-    """The side channel's figures as load_metrics keeps them (result["side_channel"])."""
+def report(side: dict, beside: str) -> None:
+    """The side channel's figures as load_metrics keeps them (result["side_channel"], or
+    "side_channel_wrk" beside --wrk's reads)."""
     rows = side["routes"]
     print(
         f"side channel (own process, one request per route every {side['interval_s']:g} s; "
         f"idle {side['idle_s']:.1f} s, machine CPU busy {_pct(side['idle_cpu_busy'])}; then "
-        f"{side['loaded_s']:.1f} s beside the readers, busy {_pct(side['loaded_cpu_busy'])}):"
+        f"{side['loaded_s']:.1f} s beside {beside}, busy {_pct(side['loaded_cpu_busy'])}):"
     )
     print(f"  {'route':<16} {'idle n':>6} {'p50':>7} {'p99':>7} | {'loaded n':>8} "
           f"{'p50':>7} {'p99':>7} {'max':>7} | p99 ratio  errors")  # fmt: skip

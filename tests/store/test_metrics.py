@@ -1,7 +1,9 @@
 """Metric rows: a resumed run overwrites repeated steps; reads filter and downsample."""
 
+import importlib
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,12 +139,58 @@ def test_load_script_smoke(empty_postgres_url: str):
         "--names", "2", "--steps", "1000", "--max-points", "100",
         "--clients", "2", "--requests", "5",
         "--jobs", "20", "--post-clients", "2",
-        "--time-limit", "60", "--json",
+        "--time-limit", "60", "--json", "--side-idle", "2",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=root)
+    wrk = shutil.which("wrk") is not None  # scripts/ensure-services.sh installs it where it can
+    done = subprocess.run(
+        command + (["--wrk", "2"] if wrk else []),
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    reads, posts = result["phases"]
+    reads, posts = result["phases"][:2]
     assert (reads["requests"], reads["errors"]) == (10, 0), reads
     assert (posts["requests"], posts["errors"]) == (20, 0), posts
+    sides = ["side_channel"] + (["side_channel_wrk"] if wrk else [])
+    for side in sides:  # each route timed idle and beside the reads, none failing
+        for route in result[side]["routes"]:
+            assert route["idle_n"] > 0 and route["idle_errors"] == route["loaded_errors"] == 0
+    if wrk:  # two seconds of wrk's reads, a side request every 0.1 s beside them
+        (by_wrk,) = result["phases"][2:]
+        assert by_wrk["requests"] > 0 and by_wrk["errors"] == 0, by_wrk
+        assert 1.5 < by_wrk["wall_s"] < 3, by_wrk
+        assert all(route["loaded_n"] >= 10 for route in result["side_channel_wrk"]["routes"])
     assert result["points"] == 2000 and result["machine"]["cpus"] >= 1
+
+
+# wrk 4.1's --latency report of a one-minute run (as Debian's wrk prints it, figures made up)
+WRK_REPORT = """Running 1m test @ http://127.0.0.1:8765/jobs/x/metrics
+  2 threads and 20 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    33.43ms    3.64ms    1.02s    65.51%
+    Req/Sec   385.52     99.87   660.00     62.50%
+  Latency Distribution
+     50%   33.70ms
+     75%   36.00ms
+     90%  812.00us
+     99%    1.20s
+  23451 requests in 1.00m, 4.50GB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:    390.80
+Transfer/sec:     76.80MB
+"""
+
+
+def test_load_script_reads_wrk_reports():
+    """The --wrk phase's figures from wrk's own report: a run of a minute is 60 s, not 1 ms."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    try:
+        load_metrics = importlib.import_module("load_metrics")
+    finally:
+        sys.path.pop(0)
+    phase = load_metrics.wrk_phase(WRK_REPORT, api_cpu_s=23.451)
+    assert (phase["requests"], phase["wall_s"], phase["throughput_rps"]) == (23451, 60.0, 390.9)
+    assert (phase["p50_ms"], phase["p99_ms"], phase["errors"]) == (33.7, 1200.0, 3)
+    assert phase["api_cpu_ms_per_request"] == 1.0
+    empty = load_metrics.wrk_phase("unable to connect to 127.0.0.1:1", api_cpu_s=0)
+    assert (empty["requests"], empty["throughput_rps"], empty["p99_ms"]) == (0, None, None)
