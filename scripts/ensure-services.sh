@@ -19,50 +19,34 @@ if ! up "$MOTO_PORT"; then
   mkdir -p .cache
   nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >.cache/moto.log 2>&1 &
 fi
+# Debian packages some tests need, installed where this runs as root with apt-get; without them
+# those tests skip. debian_packages "COMMANDS" "PACKAGES" "WHAT FOR" "WHAT SKIPS"
+debian_packages() {
+  local cmd
+  for cmd in $1; do command -v "$cmd" >/dev/null 2>&1 || break; cmd=; done
+  [ -z "$cmd" ] && return 0  # every command is there
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 0
+  echo "installing $2 (Debian packages) $3"
+  # shellcheck disable=SC2086 - $2 is a list of package names
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $2 >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $2 >/dev/null 2>&1; } ||
+    echo "could not install $2; $4 will skip" >&2
+}
 # docker-compose (1.29, no engine needed) validates docker-compose.yml in the tests.
-if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing docker-compose (Debian package) to validate docker-compose.yml"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1; } ||
-    echo "could not install docker-compose; the compose test will skip" >&2
-fi
+debian_packages docker-compose docker-compose "to validate docker-compose.yml" "the compose test"
 # promtool (Debian's prometheus package) checks docker/prometheus and the dashboard's queries.
-if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing promtool (Debian package prometheus) to check the monitoring config"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1; } ||
-    echo "could not install promtool; its checks will skip" >&2
-fi
-# Debian's wrk (a C HTTP load generator) runs the load script's --wrk phase in its smoke test.
-if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing wrk (Debian package) for the load script's --wrk phase"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; } ||
-    echo "could not install wrk; the load script's wrk check will skip" >&2
-fi
-# Debian's slurm-wlm (slurmctld, slurmd, sbatch) and munge run the slurm launcher's tests (issue
-# #25): each test starts its own controller and two node daemons on free ports (tests/service/
-# slurmkit.py); nothing here starts a cluster.
-if ! { command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; } &&
-  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing slurm-wlm and munge (Debian packages) for the slurm launcher's tests"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1; } ||
-    echo "could not install slurm-wlm; the slurm launcher's tests will skip" >&2
-fi
-# Debian's chromium and chromium-driver drive the dashboard in a real browser (tests/dashboard).
-if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } &&
-  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing chromium and chromium-driver (Debian packages) for the dashboard tests"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } ||
-    echo "could not install chromium; the dashboard tests will skip" >&2
-fi
+debian_packages promtool prometheus "to check the monitoring config" "its checks"
+# wrk (a C HTTP load generator) runs the load script's --wrk phase in its smoke test.
+debian_packages wrk wrk "for the load script's --wrk phase" "the load script's wrk check"
+# slurm-wlm (slurmctld, slurmd, sbatch) and munge run the slurm launcher's tests (issue #25): each
+# test starts its own controller and two node daemons on free ports (tests/service/slurmkit.py);
+# nothing here starts a cluster.
+debian_packages "slurmctld munged" "slurm-wlm munge" "for the slurm launcher's tests" \
+  "the slurm launcher's tests"
+# chromium and chromium-driver drive the dashboard in a real browser (tests/dashboard).
+debian_packages "chromium chromedriver" "chromium chromium-driver" "for the dashboard tests" \
+  "the dashboard tests"
 for _ in $(seq 1 50); do
   if up 5432 && up 6379 && up "$MOTO_PORT"; then exit 0; fi
   sleep 0.2
