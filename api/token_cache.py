@@ -40,8 +40,9 @@ class TokenCache:
     def put(self, token: str, identity: Identity) -> None:
         if self.seconds <= 0:
             return
+        key = token_hash(token)
         with self._lock:
-            self._entries[token_hash(token)] = (identity, time.monotonic() + self.seconds)
-            self._entries.move_to_end(token_hash(token))
+            self._entries[key] = (identity, time.monotonic() + self.seconds)
+            self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
